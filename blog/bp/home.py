@@ -1,0 +1,14 @@
+"""The blog's home page."""
+
+from __future__ import annotations
+
+from quart import Blueprint, render_template
+
+from blog.services.home import get_blog_home
+
+home_bp = Blueprint("home", __name__)
+
+
+@home_bp.get("/")
+async def home() -> str:
+    return await render_template("home.html", home=await get_blog_home())

@@ -1,0 +1,15 @@
+"""The cart app: create_app is what Hypercorn serves (`hypercorn "cart.app:create_app()"`)."""
+
+from __future__ import annotations
+
+from quart import Quart
+
+from cart.bp.home import home_bp
+from shared.config import Settings
+from shared.infrastructure.factory import create_base_app
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    app = create_base_app("cart", settings=settings)
+    app.register_blueprint(home_bp)
+    return app

@@ -1,0 +1,15 @@
+"""The events app: create_app is what Hypercorn serves (`hypercorn "events.app:create_app()"`)."""
+
+from __future__ import annotations
+
+from quart import Quart
+
+from events.bp.home import home_bp
+from shared.config import Settings
+from shared.infrastructure.factory import create_base_app
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    app = create_base_app("events", settings=settings)
+    app.register_blueprint(home_bp)
+    return app

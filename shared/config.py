@@ -1,0 +1,222 @@
+"""Typed settings: environment variables over `_config/app-config.yaml`.
+
+Settings are built by :func:`load_settings` inside ``create_app`` (never at import time) and
+validated there: every missing or invalid value is reported on its own line, named by the
+environment variable that sets it, in one :class:`ConfigError`.
+
+Precedence, highest first: keyword overrides passed to ``load_settings`` (tests and the CLI),
+environment variables, the YAML file's section for the chosen environment, its ``defaults``.
+pydantic-settings does the typing, parsing and env-var mapping; the YAML layer is ours because
+it is keyed by environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+APP_NAMES: tuple[str, ...] = ("blog", "market", "cart", "events", "federation", "account")
+Environment = Literal["development", "test", "production"]
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "_config" / "app-config.yaml"
+ENV_PREFIX = "ROSE_ASH_"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """The configuration is missing values or has invalid ones; the message lists each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"Rose Ash configuration is invalid:\n{lines}")
+
+
+class AppUrls(BaseModel):
+    """The public base URL of each app (scheme, host and optional port, no trailing path)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    blog: HttpUrl
+    market: HttpUrl
+    cart: HttpUrl
+    events: HttpUrl
+    federation: HttpUrl
+    account: HttpUrl
+
+    def url_of(self, app_name: str) -> str:
+        """The base URL of ``app_name`` without a trailing slash."""
+        url: HttpUrl = getattr(self, app_name)
+        return str(url).rstrip("/")
+
+
+class CookieSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secure: bool = True
+    samesite: Literal["Lax", "Strict"] = "Lax"
+
+
+class FeatureSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    registration_open: bool = True
+    federation_enabled: bool = True
+
+
+class Settings(BaseSettings):
+    """Every setting the platform reads. Nested values use ``__``: ROSE_ASH_APPS__BLOG=..."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    env: Environment = Field(
+        default="development", validation_alias=AliasChoices("env", "ROSE_ASH_ENV")
+    )
+    config_file: Path = Field(
+        default=DEFAULT_CONFIG_FILE,
+        validation_alias=AliasChoices("config_file", "ROSE_ASH_CONFIG_FILE"),
+    )
+    database_url: str = Field(
+        validation_alias=AliasChoices("database_url", "DATABASE_URL", "ROSE_ASH_DATABASE_URL")
+    )
+    redis_url: str = Field(
+        validation_alias=AliasChoices("redis_url", "REDIS_URL", "ROSE_ASH_REDIS_URL")
+    )
+    secret_key: SecretStr = Field(
+        validation_alias=AliasChoices("secret_key", "SECRET_KEY", "ROSE_ASH_SECRET_KEY"),
+    )
+    apps: AppUrls
+    cookies: CookieSettings = CookieSettings()
+    features: FeatureSettings = FeatureSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    db_pool_size: int = Field(default=5, ge=1, le=100)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def check_database_url(cls, value: str) -> str:
+        """Accept postgresql:// (any driver suffix) and normalise to the asyncpg driver."""
+        scheme, sep, rest = value.partition("://")
+        if not sep or not scheme.startswith(("postgresql", "postgres")):
+            raise ValueError("must be a postgresql:// URL")
+        return f"postgresql+asyncpg://{rest}"
+
+    @field_validator("secret_key")
+    @classmethod
+    def check_secret_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, file_secret_settings, YamlSectionSource(settings_cls))
+
+    @property
+    def sync_database_url(self) -> str:
+        """The database URL for tools that speak libpq themselves (pg_dump, psql)."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    def url_of(self, app_name: str) -> str:
+        return self.apps.url_of(app_name)
+
+
+def read_config_file(path: Path, env: str) -> dict[str, Any]:
+    """The YAML file's ``defaults`` merged with its section for ``env``."""
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError([f"ROSE_ASH_CONFIG_FILE: {path} does not exist"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"ROSE_ASH_CONFIG_FILE: {path} is not valid YAML: {exc}"]) from None
+    if not isinstance(document, dict):
+        raise ConfigError([f"ROSE_ASH_CONFIG_FILE: {path} must hold a mapping"])
+    environments = document.get("environments") or {}
+    if env not in environments:
+        raise ConfigError([f"ROSE_ASH_ENV: {path} has no section for environment {env!r}"])
+    return merge_dicts(document.get("defaults") or {}, environments[env] or {})
+
+
+def merge_dicts(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class YamlSectionSource(PydanticBaseSettingsSource):
+    """Values from the YAML file, for the environment chosen by the sources before it."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ below reads the whole section at once
+
+    def __call__(self) -> dict[str, Any]:
+        env = self.current_state.get("env", "development")
+        path = Path(self.current_state.get("config_file", DEFAULT_CONFIG_FILE))
+        return read_config_file(path, str(env))
+
+
+def env_var_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the field at ``loc`` (as pydantic reports it)."""
+    top = str(loc[0])
+    if top in ("database_url", "DATABASE_URL", "ROSE_ASH_DATABASE_URL"):
+        return "DATABASE_URL"
+    if top in ("redis_url", "REDIS_URL", "ROSE_ASH_REDIS_URL"):
+        return "REDIS_URL"
+    if top in ("secret_key", "SECRET_KEY", "ROSE_ASH_SECRET_KEY"):
+        return "SECRET_KEY"
+    if top.startswith(ENV_PREFIX):
+        top = top.removeprefix(ENV_PREFIX)
+    return ENV_PREFIX + "__".join([top, *(str(part) for part in loc[1:])]).upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings; raise ConfigError naming every bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = "is required but not set"
+            problems.append(f"{env_var_name(error['loc'])}: {message}")
+        raise ConfigError(problems) from None

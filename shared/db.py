@@ -1,0 +1,66 @@
+"""Async SQLAlchemy on asyncpg: one engine per process, one AsyncSession per request.
+
+The engine is created in the app's serving lifecycle (``before_serving``) and disposed in
+``after_serving``. ``pool_pre_ping`` makes connections recover by themselves after a PostgreSQL
+restart: a dead pooled connection is noticed at checkout and replaced, so the next request
+after a restart succeeds instead of failing once per stale connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from shared.config import Settings
+
+
+def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=10,
+        connect_args={
+            "timeout": 5,
+            "server_settings": {
+                "application_name": f"rose-ash-{application_name}",
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+            },
+        },
+    )
+
+
+def create_session_factory(
+    bind: AsyncEngine | AsyncConnection,
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded attributes after commit (DTOs are built after it)."""
+    if isinstance(bind, AsyncConnection):
+        # Tests bind to one connection inside an outer transaction: each session commit
+        # becomes a savepoint release, and the test's rollback undoes everything.
+        return async_sessionmaker(
+            bind=bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+    return async_sessionmaker(bind=bind, expire_on_commit=False)
+
+
+@dataclass
+class Database:
+    """What an app keeps of its database: the engine and the session factory."""
+
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+
+
+async def check_database(engine: AsyncEngine) -> None:
+    """Raise if PostgreSQL cannot answer a trivial query."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))

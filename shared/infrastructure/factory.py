@@ -1,0 +1,146 @@
+"""create_base_app: what every Rose Ash app is made of before it adds its own blueprints.
+
+Settings are loaded here (or passed in by tests); the database engine and the Redis client
+are created in the serving lifecycle and kept on the app, never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from quart import Quart, Response, g, request
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.config import Settings, load_settings
+from shared.db import Database, create_engine, create_session_factory
+from shared.infrastructure.context import EXTENSION_KEY, AppState, get_state
+from shared.infrastructure.errors import install_error_handlers
+from shared.infrastructure.health import health_bp
+from shared.infrastructure.jinja import install_templates
+from shared.infrastructure.logging import app_name_var, configure_logging, request_id_var
+from shared.infrastructure.security import install_security
+from shared.services.registry import ServiceRegistry, build_registry
+
+SHARED_STATIC = Path(__file__).resolve().parent.parent / "static"
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+access_logger = logging.getLogger("rose_ash.access")
+
+
+def create_base_app(
+    name: str,
+    *,
+    settings: Settings | None = None,
+    registry: ServiceRegistry | None = None,
+) -> Quart:
+    """A Quart app for ``name`` (the app's package) with the platform's common parts."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = Quart(name, static_folder=str(SHARED_STATIC), static_url_path="/static")
+    app.config.update(
+        SECRET_KEY=settings.secret_key.get_secret_value(),
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SESSION_COOKIE_NAME=f"{name}_session",
+        SESSION_COOKIE_SECURE=settings.cookies.secure,
+        SESSION_COOKIE_SAMESITE=settings.cookies.samesite,
+        SESSION_COOKIE_HTTPONLY=True,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.extensions[EXTENSION_KEY] = AppState(
+        name=name, settings=settings, registry=registry or build_registry()
+    )
+    install_lifecycle(app)
+    install_request_context(app)
+    install_templates(app, name, settings)
+    install_security(app)
+    install_error_handlers(app)
+    app.register_blueprint(health_bp)
+    return app
+
+
+def install_lifecycle(app: Quart) -> None:
+    @app.before_serving
+    async def connect() -> None:
+        state = get_state(app)
+        engine = create_engine(state.settings, state.name)
+        state.database = Database(engine=engine, session_factory=create_session_factory(engine))
+        state.redis = aioredis.Redis.from_url(
+            state.settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+            health_check_interval=15,
+            # One quick retry on a dropped connection: a restarted Redis is reconnected to
+            # by the next command instead of failing it.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+
+    @app.after_serving
+    async def disconnect() -> None:
+        state = get_state(app)
+        if state.redis is not None:
+            await state.redis.aclose()
+            state.redis = None
+        if state.database is not None:
+            await state.database.engine.dispose()
+            state.database = None
+
+
+def install_request_context(app: Quart) -> None:
+    """Request id, access log, and the per-request session's commit or rollback."""
+    name = get_state(app).name
+
+    @app.before_request
+    async def start_request() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+        g.request_id = request_id
+        g.started_at = time.perf_counter()
+        request_id_var.set(request_id)
+        app_name_var.set(name)
+
+    @app.after_request
+    async def finish_request(response: Response) -> Response:
+        session = g.pop("db_session", None)
+        if session is not None:
+            try:
+                if response.status_code < 400:
+                    await session.commit()
+                else:
+                    await session.rollback()
+            finally:
+                await session.close()
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+        started = g.get("started_at")
+        access_logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2)
+                if started
+                else None,
+            },
+        )
+        return response
+
+    @app.teardown_request
+    async def close_session(_error: BaseException | None) -> None:
+        # A request that failed before after_request ran still gives its connection back.
+        session = g.pop("db_session", None)
+        if session is not None:
+            await session.rollback()
+            await session.close()

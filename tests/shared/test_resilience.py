@@ -1,0 +1,101 @@
+"""Readiness follows PostgreSQL and Redis; the app survives their restarts without one of its own.
+
+These tests run an app against servers of their own (an embedded PostgreSQL cluster and an
+embedded Redis) so that they can stop and restart them without touching the shared ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from federation.app import create_app as create_federation_app
+from shared.config import Settings, load_settings
+from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.migrations import do_upgrade
+from tests.conftest import TEST_SECRET_KEY, serving
+
+RESILIENCE_DATABASE = "rose_ash_resilience"
+
+
+@pytest.fixture(scope="module")
+async def resilience_database(scratch_postgres: EmbeddedPostgres) -> str:
+    scratch_postgres.create_database(RESILIENCE_DATABASE, replace=True)
+    url = scratch_postgres.url(RESILIENCE_DATABASE)
+    await asyncio.to_thread(do_upgrade, url)
+    return url
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def resilience_settings(resilience_database: str, own_redis: EmbeddedRedis) -> Settings:
+    return load_settings(
+        env="test",
+        database_url=resilience_database,
+        redis_url=own_redis.url(0),
+        secret_key=TEST_SECRET_KEY,
+        readiness_timeout_seconds=1.0,
+    )
+
+
+async def test_readyz_turns_503_while_redis_is_down_and_back_without_restart(
+    resilience_settings: Settings, own_redis: EmbeddedRedis
+) -> None:
+    async with serving(create_federation_app(resilience_settings)) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert (await ready.get_json())["checks"] == {"postgres": "ok", "redis": "ok"}
+
+        await asyncio.to_thread(own_redis.stop)
+        down = await client.get("/readyz")
+        assert down.status_code == 503
+        body = await down.get_json()
+        assert body["status"] == "unavailable"
+        assert body["checks"]["postgres"] == "ok"
+        assert body["checks"]["redis"].startswith("error: ")
+        # liveness is not readiness: the process still answers
+        assert (await client.get("/healthz")).status_code == 200
+
+        await asyncio.to_thread(own_redis.start)
+        back = await client.get("/readyz")
+        assert back.status_code == 200, await back.get_data(as_text=True)
+
+
+async def test_readyz_turns_503_while_postgres_is_down(
+    resilience_settings: Settings, scratch_postgres: EmbeddedPostgres
+) -> None:
+    async with serving(create_federation_app(resilience_settings)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await asyncio.to_thread(scratch_postgres.halt)
+        try:
+            down = await client.get("/readyz")
+            assert down.status_code == 503
+            assert (await down.get_json())["checks"]["postgres"].startswith("error: ")
+        finally:
+            await asyncio.to_thread(scratch_postgres.resume)
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_the_first_request_after_a_postgresql_restart_succeeds(
+    resilience_settings: Settings, scratch_postgres: EmbeddedPostgres
+) -> None:
+    async with serving(create_federation_app(resilience_settings)) as client:
+        # Warm the pool so that it holds connections the restart will cut.
+        first = await asyncio.gather(*(client.get("/") for _ in range(3)))
+        assert [response.status_code for response in first] == [200, 200, 200]
+
+        await asyncio.to_thread(scratch_postgres.restart)
+
+        after = await client.get("/")
+        assert after.status_code == 200
+        assert "Members (0)" in await after.get_data(as_text=True)
