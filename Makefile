@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --frozen
 
-.PHONY: dev test install lint schema
+.PHONY: dev test install lint schema bench
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -33,3 +33,6 @@ test: lint
 
 schema: install
 	$(RUN) rose-ash schema dump
+
+bench: install
+	$(RUN) python -m bench.foundation

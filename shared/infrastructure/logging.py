@@ -55,9 +55,6 @@ def configure_logging(level: str) -> None:
         )
     )
     root.addHandler(handler)
-    # Hypercorn gives its error log a plain-text handler of its own; send it through ours.
-    hypercorn_log = logging.getLogger("hypercorn.error")
-    hypercorn_log.handlers.clear()
-    hypercorn_log.propagate = True
     # SQLAlchemy and asyncpg are chatty at DEBUG; their warnings still come through.
     logging.getLogger("sqlalchemy.engine").setLevel(max(logging.WARNING, root.level))
+
