@@ -57,4 +57,3 @@ def configure_logging(level: str) -> None:
     root.addHandler(handler)
     # SQLAlchemy and asyncpg are chatty at DEBUG; their warnings still come through.
     logging.getLogger("sqlalchemy.engine").setLevel(max(logging.WARNING, root.level))
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from quart import Quart, Response, request
@@ -18,7 +19,7 @@ from shared.infrastructure.context import get_service
 from shared.infrastructure.factory import create_base_app
 from shared.infrastructure.security import csrf_exempt, get_csrf_token
 from shared.models.key_values import KeyValue
-from tests.conftest import ClientMaker
+from tests.conftest import ClientMaker, serving
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 JSON = {"Accept": "application/json"}
@@ -224,3 +225,20 @@ async def test_healthz_answers_without_dependencies(client: QuartClient) -> None
     response = await client.get("/healthz")
     assert response.status_code == 200
     assert await response.get_json() == {"status": "ok", "app": "blog"}
+
+
+async def test_an_app_template_overrides_the_shared_one(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "override_probe"
+    (package / "templates").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "templates" / "error.html").write_text(
+        '{% extends "base.html" %}{% block content %}<p>our own {{ status }}</p>{% endblock %}'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = create_base_app("override_probe", settings=settings)
+    async with serving(app) as client:
+        page = await (await client.get("/nowhere", headers=HTML)).get_data(as_text=True)
+    assert "<p>our own 404</p>" in page  # the app's error.html won
+    assert 'class="site-header"' in page  # and it still extends the shared layout
