@@ -43,6 +43,254 @@ CREATE TABLE public.key_values (
 
 
 --
+-- Name: magic_links; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.magic_links (
+    id bigint NOT NULL,
+    token_hash character varying(64) NOT NULL,
+    purpose character varying(20) NOT NULL,
+    email character varying(320) NOT NULL,
+    user_id bigint,
+    next_url text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone,
+    CONSTRAINT ck_magic_links_purpose CHECK (((purpose)::text = ANY ((ARRAY['sign_in'::character varying, 'change_email'::character varying])::text[])))
+);
+
+
+--
+-- Name: magic_links_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.magic_links_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: magic_links_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.magic_links_id_seq OWNED BY public.magic_links.id;
+
+
+--
+-- Name: oauth_authorization_codes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.oauth_authorization_codes (
+    code_hash character varying(64) NOT NULL,
+    client_id character varying(100) NOT NULL,
+    user_id bigint NOT NULL,
+    grant_id bigint NOT NULL,
+    redirect_uri text NOT NULL,
+    scope text NOT NULL,
+    nonce text,
+    code_challenge character varying(128) NOT NULL,
+    code_challenge_method character varying(10) NOT NULL,
+    auth_time timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone
+);
+
+
+--
+-- Name: oauth_clients; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.oauth_clients (
+    client_id character varying(100) NOT NULL,
+    client_secret_hash character varying(64),
+    name character varying(200) NOT NULL,
+    redirect_uris text[] NOT NULL,
+    post_logout_redirect_uris text[] DEFAULT '{}'::text[] NOT NULL,
+    backchannel_logout_uri text,
+    scope text DEFAULT 'openid profile email'::text NOT NULL,
+    token_endpoint_auth_method character varying(40) DEFAULT 'client_secret_basic'::character varying NOT NULL,
+    first_party boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT ck_oauth_clients_auth_method CHECK (((token_endpoint_auth_method)::text = ANY ((ARRAY['client_secret_basic'::character varying, 'client_secret_post'::character varying, 'none'::character varying])::text[])))
+);
+
+
+--
+-- Name: oauth_consents; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.oauth_consents (
+    user_id bigint NOT NULL,
+    client_id character varying(100) NOT NULL,
+    scope text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: oauth_grants; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.oauth_grants (
+    id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    client_id character varying(100) NOT NULL,
+    sso_session_id bigint,
+    scope text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    revoked_at timestamp with time zone,
+    revoked_reason character varying(100)
+);
+
+
+--
+-- Name: oauth_grants_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.oauth_grants_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: oauth_grants_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.oauth_grants_id_seq OWNED BY public.oauth_grants.id;
+
+
+--
+-- Name: oauth_signing_keys; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.oauth_signing_keys (
+    kid character varying(64) NOT NULL,
+    private_key_encrypted text NOT NULL,
+    public_jwk jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    retired_at timestamp with time zone
+);
+
+
+--
+-- Name: oauth_tokens; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.oauth_tokens (
+    id bigint NOT NULL,
+    grant_id bigint NOT NULL,
+    client_id character varying(100) NOT NULL,
+    user_id bigint NOT NULL,
+    access_token_hash character varying(64) NOT NULL,
+    refresh_token_hash character varying(64),
+    scope text NOT NULL,
+    issued_at timestamp with time zone DEFAULT now() NOT NULL,
+    access_expires_at timestamp with time zone NOT NULL,
+    refresh_expires_at timestamp with time zone,
+    refresh_used_at timestamp with time zone,
+    revoked_at timestamp with time zone
+);
+
+
+--
+-- Name: oauth_tokens_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.oauth_tokens_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: oauth_tokens_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.oauth_tokens_id_seq OWNED BY public.oauth_tokens.id;
+
+
+--
+-- Name: outbox_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.outbox_events (
+    id bigint NOT NULL,
+    kind character varying(60) NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    completed_at timestamp with time zone,
+    failed_at timestamp with time zone,
+    last_error text
+);
+
+
+--
+-- Name: outbox_events_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.outbox_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: outbox_events_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.outbox_events_id_seq OWNED BY public.outbox_events.id;
+
+
+--
+-- Name: sso_sessions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sso_sessions (
+    id bigint NOT NULL,
+    token_hash character varying(64) NOT NULL,
+    user_id bigint NOT NULL,
+    auth_time timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    revoked_at timestamp with time zone,
+    user_agent character varying(300) DEFAULT ''::character varying NOT NULL,
+    ip_address character varying(64) DEFAULT ''::character varying NOT NULL
+);
+
+
+--
+-- Name: sso_sessions_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.sso_sessions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: sso_sessions_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.sso_sessions_id_seq OWNED BY public.sso_sessions.id;
+
+
+--
 -- Name: users; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -53,6 +301,8 @@ CREATE TABLE public.users (
     display_name character varying(100) DEFAULT ''::character varying NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     last_login_at timestamp with time zone,
+    email_verified_at timestamp with time zone,
+    password_hash character varying(200),
     CONSTRAINT ck_users_email_has_at CHECK ((POSITION(('@'::text) IN (email)) > 1)),
     CONSTRAINT ck_users_username_format CHECK (((username)::text ~ '^[a-z0-9_]{1,30}$'::text))
 );
@@ -75,6 +325,41 @@ CREATE SEQUENCE public.users_id_seq
 --
 
 ALTER SEQUENCE public.users_id_seq OWNED BY public.users.id;
+
+
+--
+-- Name: magic_links id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.magic_links ALTER COLUMN id SET DEFAULT nextval('public.magic_links_id_seq'::regclass);
+
+
+--
+-- Name: oauth_grants id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_grants ALTER COLUMN id SET DEFAULT nextval('public.oauth_grants_id_seq'::regclass);
+
+
+--
+-- Name: oauth_tokens id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_tokens ALTER COLUMN id SET DEFAULT nextval('public.oauth_tokens_id_seq'::regclass);
+
+
+--
+-- Name: outbox_events id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.outbox_events ALTER COLUMN id SET DEFAULT nextval('public.outbox_events_id_seq'::regclass);
+
+
+--
+-- Name: sso_sessions id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sso_sessions ALTER COLUMN id SET DEFAULT nextval('public.sso_sessions_id_seq'::regclass);
 
 
 --
@@ -101,11 +386,115 @@ ALTER TABLE ONLY public.key_values
 
 
 --
+-- Name: magic_links pk_magic_links; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.magic_links
+    ADD CONSTRAINT pk_magic_links PRIMARY KEY (id);
+
+
+--
+-- Name: oauth_authorization_codes pk_oauth_authorization_codes; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_authorization_codes
+    ADD CONSTRAINT pk_oauth_authorization_codes PRIMARY KEY (code_hash);
+
+
+--
+-- Name: oauth_clients pk_oauth_clients; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_clients
+    ADD CONSTRAINT pk_oauth_clients PRIMARY KEY (client_id);
+
+
+--
+-- Name: oauth_consents pk_oauth_consents; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_consents
+    ADD CONSTRAINT pk_oauth_consents PRIMARY KEY (user_id, client_id);
+
+
+--
+-- Name: oauth_grants pk_oauth_grants; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_grants
+    ADD CONSTRAINT pk_oauth_grants PRIMARY KEY (id);
+
+
+--
+-- Name: oauth_signing_keys pk_oauth_signing_keys; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_signing_keys
+    ADD CONSTRAINT pk_oauth_signing_keys PRIMARY KEY (kid);
+
+
+--
+-- Name: oauth_tokens pk_oauth_tokens; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_tokens
+    ADD CONSTRAINT pk_oauth_tokens PRIMARY KEY (id);
+
+
+--
+-- Name: outbox_events pk_outbox_events; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.outbox_events
+    ADD CONSTRAINT pk_outbox_events PRIMARY KEY (id);
+
+
+--
+-- Name: sso_sessions pk_sso_sessions; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sso_sessions
+    ADD CONSTRAINT pk_sso_sessions PRIMARY KEY (id);
+
+
+--
 -- Name: users pk_users; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT pk_users PRIMARY KEY (id);
+
+
+--
+-- Name: magic_links uq_magic_links_token_hash; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.magic_links
+    ADD CONSTRAINT uq_magic_links_token_hash UNIQUE (token_hash);
+
+
+--
+-- Name: oauth_tokens uq_oauth_tokens_access_token_hash; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_tokens
+    ADD CONSTRAINT uq_oauth_tokens_access_token_hash UNIQUE (access_token_hash);
+
+
+--
+-- Name: oauth_tokens uq_oauth_tokens_refresh_token_hash; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_tokens
+    ADD CONSTRAINT uq_oauth_tokens_refresh_token_hash UNIQUE (refresh_token_hash);
+
+
+--
+-- Name: sso_sessions uq_sso_sessions_token_hash; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sso_sessions
+    ADD CONSTRAINT uq_sso_sessions_token_hash UNIQUE (token_hash);
 
 
 --
@@ -117,10 +506,170 @@ ALTER TABLE ONLY public.users
 
 
 --
+-- Name: ix_magic_links_email_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_magic_links_email_created ON public.magic_links USING btree (email, created_at);
+
+
+--
+-- Name: ix_oauth_authorization_codes_grant_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_oauth_authorization_codes_grant_id ON public.oauth_authorization_codes USING btree (grant_id);
+
+
+--
+-- Name: ix_oauth_grants_sso_session_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_oauth_grants_sso_session_id ON public.oauth_grants USING btree (sso_session_id);
+
+
+--
+-- Name: ix_oauth_grants_user_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_oauth_grants_user_id ON public.oauth_grants USING btree (user_id);
+
+
+--
+-- Name: ix_oauth_tokens_grant_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_oauth_tokens_grant_id ON public.oauth_tokens USING btree (grant_id);
+
+
+--
+-- Name: ix_outbox_events_kind_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_outbox_events_kind_created ON public.outbox_events USING btree (kind, created_at);
+
+
+--
+-- Name: ix_outbox_events_pending; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_outbox_events_pending ON public.outbox_events USING btree (next_attempt_at) WHERE ((completed_at IS NULL) AND (failed_at IS NULL));
+
+
+--
+-- Name: ix_sso_sessions_user_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_sso_sessions_user_id ON public.sso_sessions USING btree (user_id);
+
+
+--
 -- Name: uq_users_email_lower; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE UNIQUE INDEX uq_users_email_lower ON public.users USING btree (lower((email)::text));
+
+
+--
+-- Name: magic_links fk_magic_links_user_id_users; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.magic_links
+    ADD CONSTRAINT fk_magic_links_user_id_users FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_authorization_codes fk_oauth_authorization_codes_client_id_oauth_clients; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_authorization_codes
+    ADD CONSTRAINT fk_oauth_authorization_codes_client_id_oauth_clients FOREIGN KEY (client_id) REFERENCES public.oauth_clients(client_id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_authorization_codes fk_oauth_authorization_codes_grant_id_oauth_grants; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_authorization_codes
+    ADD CONSTRAINT fk_oauth_authorization_codes_grant_id_oauth_grants FOREIGN KEY (grant_id) REFERENCES public.oauth_grants(id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_authorization_codes fk_oauth_authorization_codes_user_id_users; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_authorization_codes
+    ADD CONSTRAINT fk_oauth_authorization_codes_user_id_users FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_consents fk_oauth_consents_client_id_oauth_clients; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_consents
+    ADD CONSTRAINT fk_oauth_consents_client_id_oauth_clients FOREIGN KEY (client_id) REFERENCES public.oauth_clients(client_id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_consents fk_oauth_consents_user_id_users; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_consents
+    ADD CONSTRAINT fk_oauth_consents_user_id_users FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_grants fk_oauth_grants_client_id_oauth_clients; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_grants
+    ADD CONSTRAINT fk_oauth_grants_client_id_oauth_clients FOREIGN KEY (client_id) REFERENCES public.oauth_clients(client_id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_grants fk_oauth_grants_sso_session_id_sso_sessions; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_grants
+    ADD CONSTRAINT fk_oauth_grants_sso_session_id_sso_sessions FOREIGN KEY (sso_session_id) REFERENCES public.sso_sessions(id) ON DELETE SET NULL;
+
+
+--
+-- Name: oauth_grants fk_oauth_grants_user_id_users; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_grants
+    ADD CONSTRAINT fk_oauth_grants_user_id_users FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_tokens fk_oauth_tokens_client_id_oauth_clients; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_tokens
+    ADD CONSTRAINT fk_oauth_tokens_client_id_oauth_clients FOREIGN KEY (client_id) REFERENCES public.oauth_clients(client_id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_tokens fk_oauth_tokens_grant_id_oauth_grants; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_tokens
+    ADD CONSTRAINT fk_oauth_tokens_grant_id_oauth_grants FOREIGN KEY (grant_id) REFERENCES public.oauth_grants(id) ON DELETE CASCADE;
+
+
+--
+-- Name: oauth_tokens fk_oauth_tokens_user_id_users; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.oauth_tokens
+    ADD CONSTRAINT fk_oauth_tokens_user_id_users FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: sso_sessions fk_sso_sessions_user_id_users; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sso_sessions
+    ADD CONSTRAINT fk_sso_sessions_user_id_users FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 
 --

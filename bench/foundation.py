@@ -128,6 +128,7 @@ def main() -> int:
             redis_url=redis.url(0),
             secret_key=BENCH_SECRET,
             log_level="WARNING",
+            smtp={"host": "127.0.0.1"},  # production needs one; nothing here sends mail
         )
         asyncio.run(migrate_and_seed(settings))
         environment = {
@@ -137,6 +138,7 @@ def main() -> int:
             "DATABASE_URL": settings.sync_database_url,
             "REDIS_URL": redis.url(0),
             "SECRET_KEY": BENCH_SECRET,
+            "ROSE_ASH_SMTP__HOST": "127.0.0.1",
         }
         ports = {"hello": free_port(), "blog": free_port(), "federation": free_port()}
         # The hello-world runs with the blog's Hypercorn settings, so only the app differs.

@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -77,6 +78,22 @@ class FeatureSettings(BaseModel):
     federation_enabled: bool = True
 
 
+class SmtpSettings(BaseModel):
+    """Where mail goes. Unset in development: mail stays in the outbox and federation shows
+    it on a development-only page. Required in production."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str
+    port: int = Field(default=587, gt=0, lt=65536)
+    username: str | None = None
+    password: SecretStr | None = None
+    # "starttls" upgrades a plain connection (port 587), "tls" is implicit TLS (465).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    from_address: str = "Rose Ash <no-reply@rose-ash.com>"
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every setting the platform reads. Nested values use ``__``: ROSE_ASH_APPS__BLOG=..."""
 
@@ -112,6 +129,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=100)
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
+    smtp: SmtpSettings | None = None
+    # Run outbox events (mail, logout notices) right after the request commits; the worker
+    # retries whatever fails. Tests switch it off and run the processor themselves.
+    outbox_after_commit: bool = True
 
     @field_validator("database_url")
     @classmethod
@@ -135,6 +156,12 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @model_validator(mode="after")
+    def check_production_needs(self) -> Settings:
+        if self.env == "production" and self.smtp is None:
+            raise ValueError("ROSE_ASH_SMTP__HOST: production needs an SMTP server for mail")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -218,5 +245,7 @@ def load_settings(**overrides: Any) -> Settings:
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "missing":
                 message = "is required but not set"
-            problems.append(f"{env_var_name(error['loc'])}: {message}")
+            # Errors of the whole model (no location) already name their variable.
+            loc = error["loc"]
+            problems.append(f"{env_var_name(loc)}: {message}" if loc else message)
         raise ConfigError(problems) from None

@@ -23,10 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.config import Settings
 from shared.db import create_engine, create_session_factory
+from shared.infrastructure.outbox_handlers import build_outbox_handlers
+from shared.services.outbox import process_due_events
 
 logger = logging.getLogger("rose_ash.worker")
 HEARTBEAT_KEY_PREFIX = "rose_ash:worker:heartbeat:"
 HEARTBEAT_TTL_SECONDS = 30
+OUTBOX_INTERVAL_SECONDS = 2.0
 
 
 @dataclass
@@ -107,8 +110,15 @@ class Worker:
             logger.info("worker %s stopped", self.worker_id)
 
 
+async def process_outbox(context: WorkerContext) -> None:
+    """Perform due outbox events: retries, and anything an app's after-commit kick missed."""
+    handlers = build_outbox_handlers(context.settings, context.redis)
+    await process_due_events(context.session_factory, handlers, limit=200)
+
+
 def build_worker(settings: Settings) -> Worker:
     """The worker with every registered job."""
     worker = Worker(settings)
     worker.add_job("heartbeat", HEARTBEAT_TTL_SECONDS / 3, record_heartbeat)
+    worker.add_job("outbox", OUTBOX_INTERVAL_SECONDS, process_outbox)
     return worker

@@ -95,7 +95,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str) -> Settings:
     return load_settings(
-        env="test", database_url=database_url, redis_url=redis_url, secret_key=TEST_SECRET_KEY
+        env="test",
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key=TEST_SECRET_KEY,
+        # Tests run the outbox processor themselves (process_due_events), inside their
+        # transaction; a background kick would race them on the shared connection.
+        outbox_after_commit=False,
     )
 
 

@@ -27,3 +27,36 @@ class KeyValueDTO:
     key: str
     value: Any
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SsoSessionDTO:
+    """A member signed in at federation on one device, and the apps signed in from it."""
+
+    id: int
+    user_id: int
+    auth_time: datetime
+    created_at: datetime
+    last_seen_at: datetime
+    user_agent: str
+    ip_address: str
+    app_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartedSession:
+    """A new SSO session and its token (kept only in the member's federation cookie)."""
+
+    token: str
+    session: SsoSessionDTO
+
+
+@dataclass(frozen=True, slots=True)
+class GrantStatusDTO:
+    """Whether an app's sign-in (an OAuth grant) still stands."""
+
+    grant_id: int
+    user_id: int
+    client_id: str
+    sso_session_id: int | None
+    active: bool

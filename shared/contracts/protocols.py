@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from shared.contracts.dtos import KeyValueDTO, UserDTO
+from shared.contracts.dtos import (
+    GrantStatusDTO,
+    KeyValueDTO,
+    SsoSessionDTO,
+    StartedSession,
+    UserDTO,
+)
 
 
 @runtime_checkable
@@ -57,4 +63,38 @@ class KeyValueService(Protocol):
 
     async def do_delete_value(self, key: str) -> bool:
         """Remove ``key``; True if it existed."""
+        ...
+
+
+@runtime_checkable
+class SsoService(Protocol):
+    """Single sign-on sessions (one per member per device) and the app grants made from them.
+
+    Federation starts and ends sessions; every app checks its grant through here."""
+
+    async def do_start_session(
+        self, user_id: int, *, user_agent: str = "", ip_address: str = ""
+    ) -> StartedSession:
+        """Sign the member in on a new device; the token goes into federation's cookie."""
+        ...
+
+    async def get_active_session(self, token: str) -> SsoSessionDTO | None:
+        """The unrevoked session this token belongs to, or None."""
+        ...
+
+    async def list_sessions(self, user_id: int) -> list[SsoSessionDTO]:
+        """The member's active sessions (devices), most recently seen first."""
+        ...
+
+    async def do_sign_out_device(self, sso_session_id: int, *, reason: str) -> list[int]:
+        """Revoke the session, every grant made from it and their tokens; queue the apps'
+        back-channel logout. Returns the revoked grant ids (none if already signed out)."""
+        ...
+
+    async def do_sign_out_everywhere(self, user_id: int) -> int:
+        """Sign the member out on every device; returns how many sessions were ended."""
+        ...
+
+    async def get_grant_status(self, grant_id: int) -> GrantStatusDTO | None:
+        """The grant's current status, or None if there is no such grant."""
         ...

@@ -26,7 +26,9 @@ from shared.infrastructure.errors import install_error_handlers
 from shared.infrastructure.health import health_bp
 from shared.infrastructure.jinja import install_templates
 from shared.infrastructure.logging import app_name_var, configure_logging, request_id_var
+from shared.infrastructure.outbox_handlers import build_outbox_handlers
 from shared.infrastructure.security import install_security
+from shared.services.outbox import has_pending_events, process_due_events
 from shared.services.registry import ServiceRegistry, build_registry
 
 SHARED_STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -93,6 +95,15 @@ def install_lifecycle(app: Quart) -> None:
             state.database = None
 
 
+async def run_outbox(app: Quart) -> None:
+    """Perform the side effects a request committed (the worker retries what fails)."""
+    state = get_state(app)
+    if state.database is None or state.redis is None:
+        return
+    handlers = build_outbox_handlers(state.settings, state.redis)
+    await process_due_events(state.database.session_factory, handlers)
+
+
 def install_request_context(app: Quart) -> None:
     """Request id, access log, and the per-request session's commit or rollback."""
     name = get_state(app).name
@@ -113,6 +124,8 @@ def install_request_context(app: Quart) -> None:
             try:
                 if response.status_code < 400:
                     await session.commit()
+                    if has_pending_events(session) and get_state(app).settings.outbox_after_commit:
+                        app.add_background_task(run_outbox, app)
                 else:
                     await session.rollback()
             finally:

@@ -28,6 +28,10 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(100), nullable=False, server_default="")
     created_at: Mapped[datetime] = utc_now_column()
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Set when the member proves the address by following a magic link sent to it.
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # argon2id, for members who choose a password; None: magic links only.
+    password_hash: Mapped[str | None] = mapped_column(String(200))
 
 
 # Email is kept as typed and is unique regardless of case: "Ann@x" and "ann@x" are one member.

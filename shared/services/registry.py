@@ -12,8 +12,9 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import KeyValueService, UserService
+from shared.contracts.protocols import KeyValueService, SsoService, UserService
 from shared.services.key_values import SqlKeyValueService
+from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
 
 ServiceT = TypeVar("ServiceT")
@@ -51,4 +52,5 @@ def build_registry() -> ServiceRegistry:
     registry = ServiceRegistry()
     registry.register(UserService, SqlUserService)
     registry.register(KeyValueService, SqlKeyValueService)
+    registry.register(SsoService, SqlSsoService)
     return registry

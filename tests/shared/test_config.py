@@ -13,6 +13,7 @@ VALID = {
     "database_url": "postgresql://rose@db.internal:5432/rose_ash",
     "redis_url": "redis://cache.internal:6379/0",
     "secret_key": "s" * 40,
+    "smtp": {"host": "mail.internal"},
 }
 
 
@@ -56,6 +57,23 @@ def test_invalid_values_are_named_by_their_environment_variable(
     assert len(problems) == 5
 
 
+def test_production_needs_an_smtp_server() -> None:
+    without_smtp = {key: value for key, value in VALID.items() if key != "smtp"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env="production", **without_smtp)
+    assert caught.value.problems == [
+        "ROSE_ASH_SMTP__HOST: production needs an SMTP server for mail"
+    ]
+    assert load_settings(env="development", **without_smtp).smtp is None
+    configured = load_settings(env="production", **VALID).smtp
+    assert configured is not None
+    assert (configured.host, configured.port, configured.security) == (
+        "mail.internal",
+        587,
+        "starttls",
+    )
+
+
 def test_yaml_gives_each_environment_its_urls_and_cookies() -> None:
     production = load_settings(env="production", **VALID)
     development = load_settings(env="development", **VALID)
@@ -69,7 +87,9 @@ def test_environment_variables_override_the_yaml(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("ROSE_ASH_APPS__BLOG", "https://news.example.coop")
     monkeypatch.setenv("ROSE_ASH_COOKIES__SECURE", "false")
     monkeypatch.setenv("DATABASE_URL", "postgres://env@db/env")
-    settings = load_settings(env="production", redis_url=VALID["redis_url"], secret_key="k" * 32)
+    settings = load_settings(
+        env="production", redis_url=VALID["redis_url"], secret_key="k" * 32, smtp={"host": "m"}
+    )
     assert settings.url_of("blog") == "https://news.example.coop"
     assert settings.url_of("market") == "https://market.rose-ash.com"
     assert settings.cookies.secure is False

@@ -8,14 +8,16 @@ from typing import Any, Protocol, get_type_hints
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import KeyValueService, UserService
+from shared.contracts.protocols import KeyValueService, SsoService, UserService
 from shared.services.key_values import SqlKeyValueService
 from shared.services.registry import ServiceRegistry, UnknownServiceError, build_registry
+from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
 
 IMPLEMENTATIONS: list[tuple[type[Any], type[Any]]] = [
     (UserService, SqlUserService),
     (KeyValueService, SqlKeyValueService),
+    (SsoService, SqlSsoService),
 ]
 
 
