@@ -31,6 +31,15 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 APP_NAMES: tuple[str, ...] = ("blog", "market", "cart", "events", "federation", "account")
+# How each app is named in the shared header and to members.
+APP_LABELS: dict[str, str] = {
+    "blog": "Blog",
+    "market": "Market",
+    "cart": "Cart",
+    "events": "Events",
+    "federation": "Social",
+    "account": "Account",
+}
 Environment = Literal["development", "test", "production"]
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "_config" / "app-config.yaml"
 ENV_PREFIX = "ROSE_ASH_"

@@ -9,18 +9,9 @@ from typing import Any
 from jinja2 import ChoiceLoader, FileSystemLoader
 from quart import Quart
 
-from shared.config import APP_NAMES, Settings
+from shared.config import APP_LABELS, APP_NAMES, Settings
 
 SHARED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-APP_LABELS: dict[str, str] = {
-    "blog": "Blog",
-    "market": "Market",
-    "cart": "Cart",
-    "events": "Events",
-    "federation": "Social",
-    "account": "Account",
-}
 
 
 @dataclass(frozen=True)
