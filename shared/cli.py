@@ -12,19 +12,31 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from shared.config import APP_NAMES, ConfigError, Settings, load_settings
+from shared.contracts.errors import DomainError
 from shared.db import check_database, create_engine, create_session_factory
 from shared.migrations import do_downgrade, do_upgrade, get_current
 from shared.seed import do_seed_demo_data
+from shared.services.oauth_clients import (
+    do_add_third_party_client,
+    do_remove_client,
+    list_clients,
+)
 from shared.services.registry import build_registry
+from shared.services.signing_keys import do_prune_signing_keys, do_rotate_signing_key
 from shared.serving import hypercorn_command
 from shared.worker import build_worker
+
+T = TypeVar("T")
+SessionWork = Callable[[AsyncSession], Awaitable[T]]
 
 
 def require_database_url() -> str:
@@ -144,6 +156,95 @@ def worker(once: bool) -> None:
     """Run the background processor until SIGTERM/SIGINT."""
     settings = load_settings_or_exit()
     asyncio.run(build_worker(settings).run(once=once))
+
+
+async def with_session(settings: Settings, work: SessionWork[T]) -> T:
+    """Run ``work`` in one committed transaction of its own."""
+    engine = create_engine(settings, "cli")
+    try:
+        async with create_session_factory(engine)() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+def run_domain(work: SessionWork[T]) -> T:
+    """Run a domain call for an operator: domain errors become clear messages."""
+    settings = load_settings_or_exit()
+    try:
+        return asyncio.run(with_session(settings, work))
+    except DomainError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def oauth() -> None:
+    """OAuth clients and signing keys of federation's authorization server."""
+
+
+@oauth.group("client")
+def oauth_client() -> None:
+    """Third-party OAuth clients (the six apps are configured, not added)."""
+
+
+@oauth_client.command("add")
+@click.option("--name", required=True, help="Shown to members on the consent screen.")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
+@click.option("--public", is_flag=True, help="A client that cannot keep a secret (PKCE only).")
+@click.option("--scope", default="openid profile email", show_default=True)
+@click.option("--client-id", default=None, help="Default: a random id.")
+def oauth_client_add(
+    name: str, redirect_uris: tuple[str, ...], public: bool, scope: str, client_id: str | None
+) -> None:
+    """Register a third-party client; prints its id and secret (shown only now)."""
+    created = run_domain(
+        lambda session: do_add_third_party_client(
+            session, name, list(redirect_uris), public=public, scope=scope, client_id=client_id
+        )
+    )
+    click.echo(f"client_id: {created.client_id}")
+    if created.client_secret:
+        click.echo(f"client_secret: {created.client_secret}")
+        click.echo("Store the secret now: only its hash is kept.")
+
+
+@oauth_client.command("list")
+def oauth_client_list() -> None:
+    """List every client."""
+    for client in run_domain(list_clients):
+        kind = (
+            "first-party" if client.first_party else ("public" if client.public else "third-party")
+        )
+        click.echo(f"{client.client_id}\t{kind}\t{client.name}\t{' '.join(client.redirect_uris)}")
+
+
+@oauth_client.command("remove")
+@click.argument("client_id")
+def oauth_client_remove(client_id: str) -> None:
+    """Remove a third-party client and everything it was granted."""
+    run_domain(lambda session: do_remove_client(session, client_id))
+    click.echo(f"removed {client_id}")
+
+
+@oauth.group("key")
+def oauth_key() -> None:
+    """The keys that sign id_tokens (see shared/services/signing_keys.py)."""
+
+
+@oauth_key.command("rotate")
+def oauth_key_rotate() -> None:
+    """Sign with a new key from now on; the old one stays in the JWKS until pruned."""
+    settings = load_settings_or_exit()
+    key = run_domain(lambda session: do_rotate_signing_key(session, settings))
+    click.echo(f"now signing with {key.kid}")
+
+
+@oauth_key.command("prune")
+def oauth_key_prune() -> None:
+    """Delete keys retired more than a day ago."""
+    click.echo(f"deleted {run_domain(do_prune_signing_keys)} retired keys")
 
 
 @main.group()

@@ -112,7 +112,7 @@ class Worker:
 
 async def process_outbox(context: WorkerContext) -> None:
     """Perform due outbox events: retries, and anything an app's after-commit kick missed."""
-    handlers = build_outbox_handlers(context.settings, context.redis)
+    handlers = build_outbox_handlers(context.settings, context.redis, context.session_factory)
     await process_due_events(context.session_factory, handlers, limit=200)
 
 

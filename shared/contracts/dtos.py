@@ -60,3 +60,24 @@ class GrantStatusDTO:
     client_id: str
     sso_session_id: int | None
     active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDTO:
+    """What a member can see and change of their own account (the account dashboard)."""
+
+    user: UserDTO
+    email_verified_at: datetime | None
+    has_password: bool
+    # The new address of an email change waiting for its confirmation link, if any.
+    pending_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignInLinkResult:
+    """A followed sign-in link: who is now signed in and where they were going."""
+
+    user: UserDTO
+    next_url: str | None
+    # True when following the link created the account (implicit sign-up).
+    new_account: bool

@@ -98,3 +98,74 @@ class SsoService(Protocol):
     async def get_grant_status(self, grant_id: int) -> GrantStatusDTO | None:
         """The grant's current status, or None if there is no such grant."""
         ...
+
+
+# Appended with the account service (kept below the existing protocols on purpose, so that
+# parallel additions to the import block above do not collide).
+from shared.contracts.dtos import AccountDTO, SignInLinkResult  # noqa: E402
+
+
+@runtime_checkable
+class AccountService(Protocol):
+    """Members' own accounts at federation: magic-link sign-in (and implicit sign-up), an
+    optional password, the username, and email changes re-verified by a link.
+
+    Nothing here tells a caller whether an email has an account: requesting a link answers
+    the same either way, and a wrong password and an unknown email fail alike. Mails are
+    queued on the transactional outbox ("mail.send") in the caller's transaction. Rate limits
+    are the views' business (they know the client's address); see
+    shared.infrastructure.rate_limit.
+    """
+
+    async def do_request_sign_in_link(
+        self, email: str, *, next_url: str | None = None, registration_open: bool = True
+    ) -> None:
+        """Queue a single-use sign-in link (15 minutes) to ``email``, for a member or, when
+        registration is open, a newcomer; when it is closed a newcomer gets a mail saying so.
+        InvalidInputError only when ``email`` is not an address."""
+        ...
+
+    async def do_consume_sign_in_link(self, token: str) -> SignInLinkResult:
+        """Use the link once: the member it signs in (created now for a newcomer, and the
+        address marked verified). InvalidInputError if the link is unknown, expired or used."""
+        ...
+
+    async def check_password(self, email: str, password: str) -> UserDTO:
+        """The member whose email and password these are; InvalidInputError (one message for
+        an unknown email, a member without a password and a wrong password) otherwise."""
+        ...
+
+    async def do_set_password(self, user_id: int, password: str) -> None:
+        """Set or replace the member's password (argon2id); InvalidInputError if it is too
+        short or too long, NotFoundError if there is no such member."""
+        ...
+
+    async def do_remove_password(self, user_id: int) -> None:
+        """Go back to magic links only."""
+        ...
+
+    async def check_username_available(self, username: str, *, user_id: int | None = None) -> str:
+        """The username normalised (lower case); InvalidInputError if malformed, ConflictError
+        if reserved or taken by another member than ``user_id``."""
+        ...
+
+    async def do_change_username(self, user_id: int, username: str) -> UserDTO:
+        """Choose or change the username (the member's fediverse handle); errors as
+        check_username_available."""
+        ...
+
+    async def do_request_email_change(self, user_id: int, new_email: str) -> None:
+        """Queue a confirmation link to the new address (15 minutes); the change happens when
+        it is followed. If the address belongs to another member, that address is told instead
+        (the caller cannot tell the difference). InvalidInputError if malformed or unchanged."""
+        ...
+
+    async def do_confirm_email_change(self, token: str) -> UserDTO:
+        """Use a confirmation link once: the address becomes the member's (verified) and the old
+        address is told. InvalidInputError if the link is unknown, expired or used,
+        ConflictError if the address was taken meanwhile."""
+        ...
+
+    async def get_account(self, user_id: int) -> AccountDTO:
+        """The member's account; NotFoundError if there is none."""
+        ...

@@ -26,6 +26,7 @@ from shared.infrastructure.errors import install_error_handlers
 from shared.infrastructure.health import health_bp
 from shared.infrastructure.jinja import install_templates
 from shared.infrastructure.logging import app_name_var, configure_logging, request_id_var
+from shared.infrastructure.oauth import CLIENT_APPS, install_oauth_client
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
 from shared.infrastructure.security import install_security
 from shared.services.outbox import has_pending_events, process_due_events
@@ -63,6 +64,8 @@ def create_base_app(
     install_templates(app, name, settings)
     install_security(app)
     install_error_handlers(app)
+    if name in CLIENT_APPS:  # every app but federation, the authorization server itself
+        install_oauth_client(app)
     app.register_blueprint(health_bp)
     return app
 
@@ -100,7 +103,7 @@ async def run_outbox(app: Quart) -> None:
     state = get_state(app)
     if state.database is None or state.redis is None:
         return
-    handlers = build_outbox_handlers(state.settings, state.redis)
+    handlers = build_outbox_handlers(state.settings, state.redis, state.database.session_factory)
     await process_due_events(state.database.session_factory, handlers)
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import APP_LABELS, APP_NAMES, Settings
+from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
 from shared.models.identity import OAuthClient
 
 CALLBACK_PATH = "/auth/callback"
@@ -56,3 +61,93 @@ async def do_sync_first_party_clients(session: AsyncSession, settings: Settings)
                 set_={k: statement.excluded[k] for k in values if k != "client_id"},
             )
         )
+
+
+@dataclass(frozen=True)
+class NewClient:
+    client_id: str
+    # Shown once to the operator; only its hash is stored. None for public clients.
+    client_secret: str | None
+
+
+@dataclass(frozen=True)
+class ClientSummary:
+    client_id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    first_party: bool
+    public: bool
+
+
+def check_redirect_uri(uri: str) -> str:
+    """An absolute https URI without a fragment (http only for loopback development)."""
+    parts = urlsplit(uri)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1") or (
+        parts.hostname or ""
+    ).endswith(".localhost")
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
+        raise InvalidInputError(f"{uri!r} is not an absolute URI without a fragment")
+    if parts.scheme == "http" and not loopback:
+        raise InvalidInputError(f"{uri!r} must use https (http only for loopback addresses)")
+    return uri
+
+
+async def do_add_third_party_client(
+    session: AsyncSession,
+    name: str,
+    redirect_uris: list[str],
+    *,
+    public: bool = False,
+    scope: str = FIRST_PARTY_SCOPE,
+    client_id: str | None = None,
+) -> NewClient:
+    if not name.strip():
+        raise InvalidInputError("a client needs a name")
+    if not redirect_uris:
+        raise InvalidInputError("a client needs at least one redirect URI")
+    uris = [check_redirect_uri(uri) for uri in redirect_uris]
+    unknown = set(scope.split()) - set(FIRST_PARTY_SCOPE.split())
+    if unknown:
+        raise InvalidInputError(f"unknown scopes: {' '.join(sorted(unknown))}")
+    client_id = client_id or secrets.token_urlsafe(16)
+    if client_id in APP_NAMES or await session.get(OAuthClient, client_id) is not None:
+        raise ConflictError(f"a client {client_id!r} exists already")
+    secret = None if public else secrets.token_urlsafe(32)
+    session.add(
+        OAuthClient(
+            client_id=client_id,
+            client_secret_hash=hash_secret(secret) if secret else None,
+            name=name.strip(),
+            redirect_uris=uris,
+            scope=scope,
+            token_endpoint_auth_method="none" if public else "client_secret_basic",
+            first_party=False,
+        )
+    )
+    await session.flush()
+    return NewClient(client_id, secret)
+
+
+async def list_clients(session: AsyncSession) -> list[ClientSummary]:
+    rows = await session.scalars(
+        select(OAuthClient).order_by(OAuthClient.first_party.desc(), OAuthClient.client_id)
+    )
+    return [
+        ClientSummary(
+            row.client_id,
+            row.name,
+            tuple(row.redirect_uris),
+            row.first_party,
+            row.token_endpoint_auth_method == "none",  # noqa: S105 (a method name)
+        )
+        for row in rows
+    ]
+
+
+async def do_remove_client(session: AsyncSession, client_id: str) -> None:
+    row = await session.get(OAuthClient, client_id)
+    if row is None:
+        raise NotFoundError(f"no client {client_id!r}")
+    if row.first_party:
+        raise InvalidInputError("the six apps' clients come from the configuration")
+    await session.delete(row)

@@ -12,7 +12,13 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import KeyValueService, SsoService, UserService
+from shared.contracts.protocols import (
+    AccountService,
+    KeyValueService,
+    SsoService,
+    UserService,
+)
+from shared.services.accounts import SqlAccountService
 from shared.services.key_values import SqlKeyValueService
 from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
@@ -53,4 +59,5 @@ def build_registry() -> ServiceRegistry:
     registry.register(UserService, SqlUserService)
     registry.register(KeyValueService, SqlKeyValueService)
     registry.register(SsoService, SqlSsoService)
+    registry.register(AccountService, SqlAccountService)
     return registry

@@ -91,9 +91,10 @@ class SqlSsoService:
             update(SsoSession)
             .where(SsoSession.id == sso_session_id, SsoSession.revoked_at.is_(None))
             .values(revoked_at=now)
-            .returning(SsoSession.id)
+            .returning(SsoSession.user_id)
         )
-        if ended.first() is None:
+        user_id = ended.scalar()
+        if user_id is None:
             return []
         grants = await self.session.execute(
             update(OAuthGrant)
@@ -114,6 +115,7 @@ class SqlSsoService:
             LOGOUT_EVENT,
             {
                 "sso_session_id": sso_session_id,
+                "user_id": user_id,
                 "grants": [{"id": gid, "client_id": cid} for gid, cid in revoked],
                 "reason": reason,
             },

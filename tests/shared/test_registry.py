@@ -8,7 +8,13 @@ from typing import Any, Protocol, get_type_hints
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import KeyValueService, SsoService, UserService
+from shared.contracts.protocols import (
+    AccountService,
+    KeyValueService,
+    SsoService,
+    UserService,
+)
+from shared.services.accounts import SqlAccountService
 from shared.services.key_values import SqlKeyValueService
 from shared.services.registry import ServiceRegistry, UnknownServiceError, build_registry
 from shared.services.sso import SqlSsoService
@@ -18,6 +24,7 @@ IMPLEMENTATIONS: list[tuple[type[Any], type[Any]]] = [
     (UserService, SqlUserService),
     (KeyValueService, SqlKeyValueService),
     (SsoService, SqlSsoService),
+    (AccountService, SqlAccountService),
 ]
 
 

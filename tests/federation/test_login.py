@@ -1,0 +1,342 @@
+"""Signing in at federation over HTTP: magic links, passwords, rate limits, CSRF, sign-out."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+from urllib.parse import quote
+
+import pytest
+import redis.asyncio as aioredis
+from quart.typing import TestClientProtocol as QuartClient
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from werkzeug.datastructures import Headers
+
+from federation.app import create_app
+from federation.bp.login import (
+    LINKS_PER_EMAIL,
+    PASSWORD_FAILURES_PER_EMAIL,
+    safe_next,
+)
+from federation.services.member_session import SSO_COOKIE
+from shared.config import Settings
+from shared.models.identity import MagicLink, SsoSession
+from shared.models.outbox import OutboxEvent
+from shared.models.users import User
+from shared.services.accounts import MAIL_EVENT, SqlAccountService
+from shared.services.sso import hash_token
+from shared.services.users import SqlUserService
+from tests.conftest import ClientMaker
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture
+async def client(make_client: ClientMaker) -> QuartClient:
+    return await make_client(create_app)
+
+
+async def csrf_token(client: QuartClient) -> str:
+    page = await (await client.get("/login")).get_data(as_text=True)
+    match = CSRF.search(page)
+    assert match is not None
+    return match.group(1)
+
+
+async def request_link(
+    client: QuartClient, email: str, next_url: str = "/", token: str | None = None
+) -> tuple[int, str]:
+    form = {"email": email, "next": next_url, "csrf_token": token or await csrf_token(client)}
+    response = await client.post("/login", form=form, headers=HTML)
+    return response.status_code, await response.get_data(as_text=True)
+
+
+async def mailed_tokens(session: AsyncSession) -> list[str]:
+    rows = await session.scalars(
+        select(OutboxEvent).where(OutboxEvent.kind == MAIL_EVENT).order_by(OutboxEvent.id)
+    )
+    return [row.payload["data"]["token"] for row in rows if "token" in row.payload["data"]]
+
+
+async def mail_count(session: AsyncSession) -> int:
+    count = await session.scalar(
+        select(func.count()).select_from(OutboxEvent).where(OutboxEvent.kind == MAIL_EVENT)
+    )
+    return int(count or 0)
+
+
+async def password_login(
+    client: QuartClient, email: str, password: str, next_url: str = "/"
+) -> tuple[int, str, Headers]:
+    form = {
+        "email": email,
+        "password": password,
+        "next": next_url,
+        "csrf_token": await csrf_token(client),
+    }
+    response = await client.post("/login/password", form=form, headers=HTML)
+    return response.status_code, await response.get_data(as_text=True), response.headers
+
+
+async def test_the_login_page_has_both_forms_with_csrf_tokens(client: QuartClient) -> None:
+    response = await client.get("/login?next=" + quote("/oauth/authorize?client_id=blog&x=1"))
+    assert response.status_code == 200
+    page = await response.get_data(as_text=True)
+    assert '<form method="post" action="/login"' in page
+    assert '<form method="post" action="/login/password"' in page
+    assert len(CSRF.findall(page)) == 2
+    assert 'name="next" value="/oauth/authorize?client_id=blog&amp;x=1"' in page
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        ("/login", {"email": "ann@example.org"}),
+        ("/login/password", {"email": "ann@example.org", "password": "correct horse battery"}),
+        ("/logout", {}),
+    ],
+)
+async def test_login_forms_refuse_posts_without_a_valid_csrf_token(
+    client: QuartClient, session: AsyncSession, path: str, form: dict[str, str]
+) -> None:
+    await csrf_token(client)  # the visitor has a token, but does not send it
+    for sent in [form, {**form, "csrf_token": "forged"}]:
+        response = await client.post(path, form=sent, headers=HTML)
+        assert response.status_code == 403
+        assert SSO_COOKIE not in response.headers.get("Set-Cookie", "")
+    assert await mail_count(session) == 0
+
+
+async def test_a_known_and_an_unknown_email_get_identical_answers(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await SqlUserService(session).create_user("ann@example.org")
+    await session.commit()
+    token = await csrf_token(client)
+    answers = []
+    # Addresses of one length: the page echoes the address typed, and Content-Length counts it.
+    for email in ["ann@example.org", "cat@example.org"]:
+        response = await client.post(
+            "/login", form={"email": email, "next": "/", "csrf_token": token}, headers=HTML
+        )
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "x-request-id"}
+        body = (await response.get_data(as_text=True)).replace(email, "<email>")
+        answers.append((response.status_code, body, headers))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 200
+    assert "Check your mail" in answers[0][1]
+    assert len(await mailed_tokens(session)) == 2
+
+
+async def test_closed_registration_answers_the_same_too(
+    make_client: ClientMaker, settings: Settings, session: AsyncSession
+) -> None:
+    closed = settings.model_copy(
+        update={"features": settings.features.model_copy(update={"registration_open": False})}
+    )
+    client = await make_client(lambda _: create_app(closed))
+    await SqlUserService(session).create_user("ann@example.org")
+    await session.commit()
+    token = await csrf_token(client)
+    answers = []
+    for email in ["ann@example.org", "cat@example.org"]:
+        response = await client.post(
+            "/login", form={"email": email, "csrf_token": token}, headers=HTML
+        )
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "x-request-id"}
+        body = (await response.get_data(as_text=True)).replace(email, "<email>")
+        answers.append((response.status_code, body, headers))
+    assert answers[0] == answers[1]
+    assert len(await mailed_tokens(session)) == 1  # the member's link; the stranger is told
+    assert await SqlUserService(session).get_user_by_email("cat@example.org") is None
+
+
+async def test_a_magic_link_signs_in_once_and_goes_on_to_next(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    next_url = "/oauth/authorize?client_id=blog&state=abc"
+    status, _ = await request_link(client, "New@Example.org", next_url)
+    assert status == 200
+    [token] = await mailed_tokens(session)
+    response = await client.get(f"/login/magic/{token}")
+    assert response.status_code == 303
+    assert response.headers["Location"] == next_url
+    cookie = response.headers["Set-Cookie"]
+    assert f"{SSO_COOKIE}=" in cookie
+    assert "HttpOnly" in cookie
+    sso_token = re.search(rf"{SSO_COOKIE}=([^;]+)", cookie)
+    assert sso_token is not None
+    sso = await session.scalar(
+        select(SsoSession).where(SsoSession.token_hash == hash_token(sso_token.group(1)))
+    )
+    assert sso is not None
+    user = await session.get(User, sso.user_id)
+    assert user is not None
+    await session.refresh(user)
+    assert user.email == "New@Example.org"
+    assert user.email_verified_at is not None
+    assert user.last_login_at is not None
+    # Signed in now: the login page says so.
+    page = await (await client.get("/login")).get_data(as_text=True)
+    assert "You are signed in as" in page
+    # Replayed: refused with a way forward, and no second session.
+    replay = await client.get(f"/login/magic/{token}")
+    assert replay.status_code == 400
+    assert "expired or has already been used" in await replay.get_data(as_text=True)
+    assert await session.scalar(select(func.count()).select_from(SsoSession)) == 1
+
+
+async def test_an_expired_magic_link_is_refused(client: QuartClient, session: AsyncSession) -> None:
+    await request_link(client, "late@example.org")
+    [token] = await mailed_tokens(session)
+    await session.execute(update(MagicLink).values(expires_at=func.now() - timedelta(seconds=1)))
+    await session.commit()
+    response = await client.get(f"/login/magic/{token}", headers=HTML)
+    assert response.status_code == 400
+    page = await response.get_data(as_text=True)
+    assert "expired or has already been used" in page
+    assert 'action="/login"' in page  # ask for a new one right there
+    assert SSO_COOKIE not in response.headers.get("Set-Cookie", "")
+    assert await SqlUserService(session).get_user_by_email("late@example.org") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/oauth/authorize?x=1", "/oauth/authorize?x=1"),
+        ("/", "/"),
+        ("", "/"),
+        (None, "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("javascript:alert(1)", "/"),
+        ("evil.example", "/"),
+        ("/ok\r\nSet-Cookie: x=1", "/"),
+    ],
+)
+def test_next_must_be_a_path_on_this_host(value: str | None, expected: str) -> None:
+    assert safe_next(value) == expected
+
+
+async def test_a_foreign_next_is_not_followed_after_sign_in(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await request_link(client, "ann@example.org", "//evil.example/steal")
+    [token] = await mailed_tokens(session)
+    response = await client.get(f"/login/magic/{token}")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+
+
+async def test_an_invalid_email_is_422_on_the_form(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    status, page = await request_link(client, "not an address")
+    assert status == 422
+    assert "Please enter a valid email address." in page
+    assert await mail_count(session) == 0
+
+
+async def test_link_requests_are_limited_per_email(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    token = await csrf_token(client)
+    for _ in range(LINKS_PER_EMAIL.limit):
+        assert (await request_link(client, "ann@example.org", token=token))[0] == 200
+    response = await client.post(
+        "/login", form={"email": "ANN@example.org", "csrf_token": token}, headers=HTML
+    )
+    assert response.status_code == 429
+    assert 0 < int(response.headers["Retry-After"]) <= LINKS_PER_EMAIL.window_seconds
+    assert "Too many attempts" in await response.get_data(as_text=True)
+    assert await mail_count(session) == LINKS_PER_EMAIL.limit
+    # Another address from the same client is still served.
+    assert (await request_link(client, "bob@example.org", token=token))[0] == 200
+
+
+async def set_up_password(session: AsyncSession, email: str, password: str) -> int:
+    member = await SqlUserService(session).create_user(email)
+    await SqlAccountService(session).do_set_password(member.id, password)
+    await session.commit()
+    return member.id
+
+
+async def test_password_sign_in(client: QuartClient, session: AsyncSession) -> None:
+    member_id = await set_up_password(session, "ann@example.org", "correct horse battery")
+    status, _, headers = await password_login(
+        client, "Ann@Example.org", "correct horse battery", "/oauth/authorize?x=1"
+    )
+    assert status == 303
+    assert headers["Location"] == "/oauth/authorize?x=1"
+    assert f"{SSO_COOKIE}=" in headers["Set-Cookie"]
+    sso = await session.scalar(select(SsoSession).where(SsoSession.user_id == member_id))
+    assert sso is not None
+
+
+async def test_wrong_passwords_and_unknown_emails_fail_alike(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await set_up_password(session, "ann@example.org", "correct horse battery")
+    await SqlUserService(session).create_user("bob@example.org")  # no password
+    await session.commit()
+    answers = []
+    for email, password in [
+        ("ann@example.org", "wrong password"),
+        ("bob@example.org", "wrong password"),
+        ("cat@example.org", "wrong password"),
+    ]:
+        status, page, _ = await password_login(client, email, password)
+        assert status == 422
+        assert "do not match an account with a password" in page
+        answers.append(page.replace(email, "<email>"))
+    assert answers[0] == answers[1] == answers[2]
+
+
+async def test_password_lockout_and_recovery(
+    client: QuartClient, session: AsyncSession, redis: aioredis.Redis
+) -> None:
+    await set_up_password(session, "ann@example.org", "correct horse battery")
+    for _ in range(PASSWORD_FAILURES_PER_EMAIL.limit):
+        assert (await password_login(client, "ann@example.org", "wrong guess!"))[0] == 422
+    # Locked out: even the right password is not tried now.
+    status, page, headers = await password_login(client, "ann@example.org", "correct horse battery")
+    assert status == 429
+    assert 0 < int(headers["Retry-After"]) <= PASSWORD_FAILURES_PER_EMAIL.window_seconds
+    assert "Too many attempts" in page
+    assert SSO_COOKIE not in headers.get("Set-Cookie", "")
+    # The window ends (made to end now, rather than waiting 15 minutes): the member gets in.
+    for key in await redis.keys("rose_ash:rate:login-password-email:*"):
+        await redis.pexpire(key, 1)
+    await asyncio.sleep(0.05)
+    assert await redis.keys("rose_ash:rate:login-password-email:*") == []
+    status, _, headers = await password_login(client, "ann@example.org", "correct horse battery")
+    assert status == 303
+    assert f"{SSO_COOKIE}=" in headers["Set-Cookie"]
+    # ... and the failures are forgotten on success.
+    assert await redis.keys("rose_ash:rate:login-password-email:*") == []
+
+
+async def test_sign_out_ends_the_session_and_clears_the_cookie(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await request_link(client, "ann@example.org")
+    [token] = await mailed_tokens(session)
+    await client.get(f"/login/magic/{token}")
+    response = await client.post("/logout", form={"csrf_token": await csrf_token(client)})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    assert (
+        f'{SSO_COOKIE}="";' in response.headers["Set-Cookie"]
+        or "Max-Age=0" in (response.headers["Set-Cookie"])
+    )
+    sso = await session.scalar(select(SsoSession))
+    assert sso is not None
+    await session.refresh(sso)
+    assert sso.revoked_at is not None
+    page = await (await client.get("/login")).get_data(as_text=True)
+    assert "You are signed in as" not in page
