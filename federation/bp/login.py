@@ -4,7 +4,8 @@
 - POST /login: email a sign-in link. The answer is the same page whether or not the email
   has an account (and whether or not a mail could be sent to a newcomer).
 - POST /login/password: email and password.
-- GET /login/magic/<token>: follow the link (once, within 15 minutes) and be signed in.
+- GET /login/magic/<token>: the page the mailed link opens, with a "Sign in" button that
+  POSTs to the same URL to use the link (once, within 15 minutes).
 - POST /logout: sign this device out.
 
 After signing in, the visitor goes to ``next`` only when it is a path on this host
@@ -144,6 +145,15 @@ async def password_login() -> Response:
 
 
 @login_bp.get("/login/magic/<token>")
+async def confirm_link(token: str) -> str:
+    """The link from the mail opens a page with one button; only the POST signs in.
+
+    Mail scanners (Outlook Safe Links and the like) open every link in a message before the
+    member does; if GET used the link up, the member's own click would find it spent."""
+    return await render_template("login_confirm.html", token=token)
+
+
+@login_bp.post("/login/magic/<token>")
 async def follow_link(token: str) -> Response:
     try:
         result = await get_service(AccountService).do_consume_sign_in_link(token)

@@ -42,6 +42,9 @@ async def test_in_development_unsent_mail_is_shown_and_its_link_signs_in(
     )
     assert link is not None
     assert link.group(1).startswith("/login/magic/")
-    signed_in = await client.get(link.group(1))
+    confirm = await (await client.get(link.group(1))).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', confirm)
+    assert csrf is not None
+    signed_in = await client.post(link.group(1), form={"csrf_token": csrf.group(1)})
     assert signed_in.status_code == 303
     assert "federation_sso=" in signed_in.headers["Set-Cookie"]

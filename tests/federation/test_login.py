@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import timedelta
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -162,7 +163,7 @@ async def test_a_magic_link_signs_in_once_and_goes_on_to_next(
     status, _ = await request_link(client, "New@Example.org", next_url)
     assert status == 200
     [token] = await mailed_tokens(session)
-    response = await client.get(f"/login/magic/{token}")
+    response = await follow_magic_link(client, token)
     assert response.status_code == 303
     assert response.headers["Location"] == next_url
     cookie = response.headers["Set-Cookie"]
@@ -184,7 +185,7 @@ async def test_a_magic_link_signs_in_once_and_goes_on_to_next(
     page = await (await client.get("/login")).get_data(as_text=True)
     assert "You are signed in as" in page
     # Replayed: refused with a way forward, and no second session.
-    replay = await client.get(f"/login/magic/{token}")
+    replay = await follow_magic_link(client, token)
     assert replay.status_code == 400
     assert "expired or has already been used" in await replay.get_data(as_text=True)
     assert await session.scalar(select(func.count()).select_from(SsoSession)) == 1
@@ -195,7 +196,7 @@ async def test_an_expired_magic_link_is_refused(client: QuartClient, session: As
     [token] = await mailed_tokens(session)
     await session.execute(update(MagicLink).values(expires_at=func.now() - timedelta(seconds=1)))
     await session.commit()
-    response = await client.get(f"/login/magic/{token}", headers=HTML)
+    response = await follow_magic_link(client, token, headers=HTML)
     assert response.status_code == 400
     page = await response.get_data(as_text=True)
     assert "expired or has already been used" in page
@@ -228,7 +229,7 @@ async def test_a_foreign_next_is_not_followed_after_sign_in(
 ) -> None:
     await request_link(client, "ann@example.org", "//evil.example/steal")
     [token] = await mailed_tokens(session)
-    response = await client.get(f"/login/magic/{token}")
+    response = await follow_magic_link(client, token)
     assert response.status_code == 303
     assert response.headers["Location"] == "/"
 
@@ -326,7 +327,7 @@ async def test_sign_out_ends_the_session_and_clears_the_cookie(
 ) -> None:
     await request_link(client, "ann@example.org")
     [token] = await mailed_tokens(session)
-    await client.get(f"/login/magic/{token}")
+    await follow_magic_link(client, token)
     response = await client.post("/logout", form={"csrf_token": await csrf_token(client)})
     assert response.status_code == 303
     assert response.headers["Location"] == "/"
@@ -340,3 +341,30 @@ async def test_sign_out_ends_the_session_and_clears_the_cookie(
     assert sso.revoked_at is not None
     page = await (await client.get("/login")).get_data(as_text=True)
     assert "You are signed in as" not in page
+
+
+async def follow_magic_link(
+    client: QuartClient, token: str, headers: dict[str, str] | None = None
+) -> Any:
+    """What a member does: open the mailed link, then press "Sign in" on that page."""
+    page = await client.get(f"/login/magic/{token}", headers=headers)
+    assert page.status_code == 200
+    text = await page.get_data(as_text=True)
+    assert f'action="/login/magic/{token}"' in text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', text)
+    assert csrf is not None
+    return await client.post(
+        f"/login/magic/{token}", form={"csrf_token": csrf.group(1)}, headers=headers
+    )
+
+
+async def test_opening_the_link_does_not_use_it(client: QuartClient, session: AsyncSession) -> None:
+    """Mail scanners open links before the member does: only the button's POST signs in."""
+    await request_link(client, "scanned@example.org")
+    [token] = await mailed_tokens(session)
+    for _ in range(3):  # the scanner, a preview, the member
+        assert (await client.get(f"/login/magic/{token}")).status_code == 200
+    assert await session.scalar(select(func.count()).select_from(SsoSession)) == 0
+    response = await follow_magic_link(client, token)
+    assert response.status_code == 303
+    assert f"{SSO_COOKIE}=" in response.headers["Set-Cookie"]
