@@ -12,10 +12,12 @@ from federation.bp.home import home_bp
 from federation.bp.login import login_bp
 from federation.bp.oauth import oauth_bp
 from federation.bp.profile import profile_bp
+from federation.services.header import get_header_account
 from federation.services.startup import prepare_authorization_server
 from shared.config import Settings
 from shared.infrastructure.context import get_state
 from shared.infrastructure.factory import create_base_app
+from shared.infrastructure.oauth import install_header_provider
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -27,4 +29,5 @@ def create_app(settings: Settings | None = None) -> Quart:
         app.register_blueprint(dev_mail_bp)  # the outbox's mail; never outside development
     app.register_blueprint(oauth_bp)
     app.before_serving(prepare_authorization_server(app))
+    install_header_provider(app, get_header_account)
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.app import create_app
+from federation.services.member_session import SSO_COOKIE
+from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
 from tests.conftest import ClientMaker
 
@@ -26,3 +28,18 @@ async def test_empty_directory_says_so(make_client: ClientMaker) -> None:
     page = await (await (await make_client(create_app)).get("/")).get_data(as_text=True)
     assert "Members (0)" in page
     assert "No members yet." in page
+
+
+async def test_header_shows_the_member_signed_in_at_federation(
+    make_client: ClientMaker, session: AsyncSession
+) -> None:
+    client = await make_client(create_app)
+    anonymous = await (await client.get("/")).get_data(as_text=True)
+    assert '<a class="sign-in" href="/login">Sign in</a>' in anonymous
+    member = await SqlUserService(session).create_user("ada@example.org", display_name="Ada")
+    started = await SqlSsoService(session).do_start_session(member.id)
+    await session.commit()
+    client.set_cookie("localhost", SSO_COOKIE, started.token)
+    page = await (await client.get("/")).get_data(as_text=True)
+    assert 'href="http://account.localhost/" title="Your account">Ada</a>' in page
+    assert 'action="/logout"' in page
