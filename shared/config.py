@@ -93,7 +93,7 @@ class SmtpSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    host: str
+    host: str = Field(min_length=1)
     port: int = Field(default=587, gt=0, lt=65536)
     username: str | None = None
     password: SecretStr | None = None
@@ -139,6 +139,29 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=15_000, ge=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     smtp: SmtpSettings | None = None
+    # Each app's OAuth client secret. Production gives them as Swarm secrets (the entrypoint
+    # exports OAUTH_CLIENT_SECRET_<APP>; federation gets all of them); unset, a secret is
+    # derived from SECRET_KEY (shared.services.oauth_clients.first_party_client_secret).
+    oauth_client_secret_blog: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("oauth_client_secret_blog", "OAUTH_CLIENT_SECRET_BLOG"),
+    )
+    oauth_client_secret_market: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("oauth_client_secret_market", "OAUTH_CLIENT_SECRET_MARKET"),
+    )
+    oauth_client_secret_cart: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("oauth_client_secret_cart", "OAUTH_CLIENT_SECRET_CART"),
+    )
+    oauth_client_secret_events: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("oauth_client_secret_events", "OAUTH_CLIENT_SECRET_EVENTS"),
+    )
+    oauth_client_secret_account: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("oauth_client_secret_account", "OAUTH_CLIENT_SECRET_ACCOUNT"),
+    )
     # Run outbox events (mail, logout notices) right after the request commits; the worker
     # retries whatever fails. Tests switch it off and run the processor themselves.
     outbox_after_commit: bool = True
@@ -190,6 +213,10 @@ class Settings(BaseSettings):
 
     def url_of(self, app_name: str) -> str:
         return self.apps.url_of(app_name)
+
+    def configured_client_secret(self, app_name: str) -> str | None:
+        secret: SecretStr | None = getattr(self, f"oauth_client_secret_{app_name}", None)
+        return secret.get_secret_value() if secret is not None else None
 
 
 def read_config_file(path: Path, env: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """OAuth clients: the six apps as first-party confidential clients, seeded from config.
 
-A first-party client's secret is derived from SECRET_KEY (HMAC-SHA256 with the client id),
-so every app knows its own secret and federation can check it without any extra setting.
+A first-party client's secret comes from OAUTH_CLIENT_SECRET_<APP> when set (production:
+Swarm secrets; federation must be given all of them), else it is derived from SECRET_KEY
+(HMAC-SHA256 with the client id), so development needs no extra setting.
 Third-party clients are added by operators (`rose-ash oauth client add`) with a random secret.
 """
 
@@ -31,6 +32,10 @@ def hash_secret(secret: str) -> str:
 
 
 def first_party_client_secret(settings: Settings, app_name: str) -> str:
+    """The configured secret (OAUTH_CLIENT_SECRET_<APP>), else one derived from SECRET_KEY."""
+    configured = settings.configured_client_secret(app_name)
+    if configured:
+        return configured
     key = settings.secret_key.get_secret_value().encode()
     return hmac.new(key, f"oauth-client-secret:{app_name}".encode(), hashlib.sha256).hexdigest()
 

@@ -142,6 +142,11 @@ def test_secrets_are_swarm_secrets_never_plain_values(stack: dict[str, Any]) -> 
         sources = {s["source"] for s in stack["services"][app]["secrets"]}
         assert {"secret_key", "postgres_password"} <= sources
     assert "sumup_api_key" in {s["source"] for s in stack["services"]["cart"]["secrets"]}
+    # Mail goes out from every app and the worker (magic links, outbox retries).
+    for service in (*APPS, "worker"):
+        sources = {s["source"] for s in stack["services"][service]["secrets"]}
+        assert "rose_ash_smtp__password" in sources, service
+        assert stack["services"][service]["environment"]["ROSE_ASH_SMTP__HOST"] is not None
 
 
 def test_a_broken_compose_file_fails_docker_stack_config(tmp_path: Path) -> None:

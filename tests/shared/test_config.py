@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import DEFAULT_CONFIG_FILE, ConfigError, load_settings
+from shared.services.oauth_clients import first_party_client_secret
 
 VALID = {
     "database_url": "postgresql://rose@db.internal:5432/rose_ash",
@@ -138,3 +139,25 @@ def test_settings_are_not_read_at_import_time() -> None:
         module = importlib.import_module(f"{name}.app")
         assert callable(module.create_app)
         assert not hasattr(module, "app")
+
+
+def test_oauth_client_secrets_come_from_the_environment_or_secret_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    derived = load_settings(env="production", **VALID)
+    assert derived.configured_client_secret("blog") is None
+    blog_default = first_party_client_secret(derived, "blog")
+    assert len(blog_default) == 64
+    assert blog_default != first_party_client_secret(derived, "market")
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET_BLOG", "from-a-swarm-secret")
+    configured = load_settings(env="production", **VALID)
+    assert first_party_client_secret(configured, "blog") == "from-a-swarm-secret"
+    assert first_party_client_secret(configured, "market") == first_party_client_secret(
+        derived, "market"
+    )
+
+
+def test_an_empty_smtp_host_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env="production", **{**VALID, "smtp": {"host": ""}})
+    assert caught.value.problems == ["ROSE_ASH_SMTP__HOST: String should have at least 1 character"]
