@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --frozen
 
-.PHONY: dev test install lint schema bench
+.PHONY: dev test install lint schema bench browser
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -28,7 +28,15 @@ lint: install
 	$(RUN) mypy shared
 	$(RUN) lint-imports
 
-test: lint
+# The browser tests drive Debian's Chromium (Playwright cannot download a browser here).
+# As root on Debian it is installed when missing; elsewhere the tests say what to install.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	fi
+
+test: lint browser
 	$(RUN) pytest
 
 schema: install
