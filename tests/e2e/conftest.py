@@ -98,9 +98,9 @@ class Inbox:
         with self.collector.lock:
             return len(self.collector.messages)
 
-    async def wait_for(self, to: str, *, after: int, timeout: float = MAIL_TIMEOUT) -> EmailMessage:
+    async def wait_for(self, to: str, *, after: int, within: float = MAIL_TIMEOUT) -> EmailMessage:
         """The first mail to ``to`` among those that arrived after the first ``after``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             with self.collector.lock:
                 arrived = self.collector.messages[after:]
@@ -109,7 +109,7 @@ class Inbox:
                     return message
             if time.monotonic() > deadline:
                 subjects = [str(message["Subject"]) for message in arrived]
-                pytest.fail(f"no mail to {to} within {timeout} s (arrived since: {subjects})")
+                pytest.fail(f"no mail to {to} within {within} s (arrived since: {subjects})")
             await asyncio.sleep(0.05)
 
 
@@ -135,13 +135,8 @@ class Platform:
     database_url: str
     logs: dict[str, Path]
 
-    def url(self, app: str, path: str = "/") -> str:
-        return self.urls[app] + path
-
     def log_tails(self, lines: int = 15) -> str:
-        return "\n".join(
-            f"--- {app} ---\n{log_tail(log, lines)}" for app, log in self.logs.items()
-        )
+        return "\n".join(f"--- {app} ---\n{log_tail(log, lines)}" for app, log in self.logs.items())
 
     async def create_member(self, email_address: str, display_name: str) -> UserDTO:
         """A member in the apps' database, committed."""
@@ -179,6 +174,33 @@ def app_environment(
         "ROSE_ASH_SMTP__FROM_ADDRESS": "Rose Ash <no-reply@rose-ash.test>",
         **{f"ROSE_ASH_APPS__{app.upper()}": url for app, url in urls.items()},
     }
+
+
+def start_all(
+    processes: dict[str, subprocess.Popen[bytes]],
+    ports: dict[str, int],
+    environment: dict[str, str],
+    logs: dict[str, Path],
+) -> None:
+    """Start the six apps into ``processes`` (filled as they start, so all can be stopped)."""
+    for app in APP_NAMES:
+        with logs[app].open("wb") as output:
+            processes[app] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hypercorn",
+                    f"{app}.app:create_app()",
+                    "--config",
+                    f"{app}/config/hypercorn.toml",
+                    "--bind",
+                    f"127.0.0.1:{ports[app]}",
+                ],
+                cwd=REPO,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
 
 
 async def wait_ready(
@@ -229,7 +251,7 @@ async def platform(
     tmp_path: Path,
 ) -> AsyncIterator[Platform]:
     """The six apps under Hypercorn, as production runs them, on a fresh migrated database."""
-    scratch_postgres.create_database(DATABASE, replace=True)
+    await asyncio.to_thread(scratch_postgres.create_database, DATABASE, replace=True)
     database_url = scratch_postgres.url(DATABASE)
     await asyncio.to_thread(do_upgrade, database_url)  # alembic runs its own event loop
     ports = {app: free_port() for app in APP_NAMES}
@@ -238,24 +260,7 @@ async def platform(
     logs = {app: tmp_path / f"{app}.log" for app in APP_NAMES}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for app in APP_NAMES:
-            with logs[app].open("wb") as output:
-                processes[app] = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "hypercorn",
-                        f"{app}.app:create_app()",
-                        "--config",
-                        f"{app}/config/hypercorn.toml",
-                        "--bind",
-                        f"127.0.0.1:{ports[app]}",
-                    ],
-                    cwd=REPO,
-                    env=environment,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
+        await asyncio.to_thread(start_all, processes, ports, environment, logs)
         await wait_ready(processes, ports, logs)
         yield Platform(urls, database_url, logs)
     finally:
