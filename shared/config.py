@@ -103,6 +103,59 @@ class SmtpSettings(BaseModel):
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
+# What each fragment type is cached for unless configured otherwise (shared.infrastructure
+# .fragments). A key ending in "*" matches every type with that prefix.
+DEFAULT_FRAGMENT_TTLS: dict[str, int] = {
+    "navigation": 60,
+    "auth-menu": 60,
+    "cart-mini": 10,
+    "container-*": 30,
+}
+
+
+def lookup_by_type(table: dict[str, int], fragment_type: str) -> int | None:
+    """The value for ``fragment_type``: its own entry, else the longest matching "prefix*"."""
+    if fragment_type in table:
+        return table[fragment_type]
+    matches = [key for key in table if key.endswith("*") and fragment_type.startswith(key[:-1])]
+    return table[max(matches, key=len)] if matches else None
+
+
+class FragmentSettings(BaseModel):
+    """How pages fetch other apps' HTML fragments. Per-type tables are merged over the
+    defaults (a configured entry wins); keys ending in "*" match a prefix of the type."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    default_timeout_ms: int = Field(default=300, gt=0)
+    timeouts_ms: dict[str, int] = Field(default_factory=dict)
+    default_ttl_seconds: int = Field(default=30, ge=0)
+    ttls_seconds: dict[str, int] = Field(default_factory=dict)
+    # How long after its TTL a copy may still be served while it is refreshed in the background.
+    stale_seconds: int = Field(default=300, ge=0)
+    # Where the fetcher reaches each app's /internal/ (e.g. http://blog:8000 in the swarm,
+    # where the edge never publishes /internal/); an app not listed is reached at its public URL.
+    internal_urls: dict[str, HttpUrl] = Field(default_factory=dict)
+    max_connections_per_app: int = Field(default=50, ge=1)
+
+    def timeout_for(self, fragment_type: str) -> float:
+        """Seconds a fetch of ``fragment_type`` may take before its fallback is rendered."""
+        found = lookup_by_type(self.timeouts_ms, fragment_type)
+        return (found if found is not None else self.default_timeout_ms) / 1000
+
+    def ttl_for(self, fragment_type: str) -> int:
+        """Seconds a fetched ``fragment_type`` is served from the cache as fresh."""
+        for table in (self.ttls_seconds, DEFAULT_FRAGMENT_TTLS):
+            found = lookup_by_type(table, fragment_type)
+            if found is not None:
+                return found
+        return self.default_ttl_seconds
+
+    def internal_url_of(self, app_name: str, public_url: str) -> str:
+        configured = self.internal_urls.get(app_name)
+        return str(configured).rstrip("/") if configured is not None else public_url
+
+
 class Settings(BaseSettings):
     """Every setting the platform reads. Nested values use ``__``: ROSE_ASH_APPS__BLOG=..."""
 
@@ -165,6 +218,11 @@ class Settings(BaseSettings):
     # Run outbox events (mail, logout notices) right after the request commits; the worker
     # retries whatever fails. Tests switch it off and run the processor themselves.
     outbox_after_commit: bool = True
+    # Fragments between the apps (shared.infrastructure.fragments).
+    fragments: FragmentSettings = FragmentSettings()
+    # Signs internal requests (/internal/..., /metrics) between the apps; unset, it is derived
+    # from SECRET_KEY with HMAC (shared.infrastructure.internal_auth.get_internal_secret).
+    internal_secret: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod

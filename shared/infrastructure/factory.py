@@ -23,9 +23,11 @@ from shared.config import Settings, load_settings
 from shared.db import Database, create_engine, create_session_factory
 from shared.infrastructure.context import EXTENSION_KEY, AppState, get_state
 from shared.infrastructure.errors import install_error_handlers
+from shared.infrastructure.fragments import install_fragments
 from shared.infrastructure.health import health_bp
 from shared.infrastructure.jinja import install_templates
 from shared.infrastructure.logging import app_name_var, configure_logging, request_id_var
+from shared.infrastructure.metrics import metrics_bp
 from shared.infrastructure.oauth import CLIENT_APPS, install_oauth_client
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
 from shared.infrastructure.security import install_security
@@ -67,6 +69,8 @@ def create_base_app(
     if name in CLIENT_APPS:  # every app but federation, the authorization server itself
         install_oauth_client(app)
     app.register_blueprint(health_bp)
+    install_fragments(app)  # /internal/fragments/<type> and the fetcher of other apps' ones
+    app.register_blueprint(metrics_bp)  # /metrics, signed like /internal/
     return app
 
 

@@ -4,6 +4,7 @@ interpolates and validates it offline) and by reading what it prints."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,10 @@ def test_secrets_are_swarm_secrets_never_plain_values(stack: dict[str, Any]) -> 
         sources = {s["source"] for s in stack["services"][service]["secrets"]}
         assert "rose_ash_smtp__password" in sources, service
         assert stack["services"][service]["environment"]["ROSE_ASH_SMTP__HOST"] is not None
+    internal = json.loads(
+        stack["services"]["blog"]["environment"]["ROSE_ASH_FRAGMENTS__INTERNAL_URLS"]
+    )
+    assert internal == {app: f"http://{app}:8000" for app in APPS}
 
 
 def test_a_broken_compose_file_fails_docker_stack_config(tmp_path: Path) -> None:
