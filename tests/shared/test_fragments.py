@@ -61,6 +61,10 @@ from tests.conftest import serving
 
 BOUND = 10.0  # seconds any one test may take
 TIMEOUT_MS = 200  # the configured timeout of the "slow" types
+HEALTHY_TIMEOUT_MS = 5000
+# A hung fragment must end at its timeout, not when the hang ends (BOUND): this margin
+# absorbs a loaded machine's scheduling delays and still proves the timeout cut it off.
+TIMEOUT_MARGIN_SECONDS = 1.5
 
 
 @dataclass
@@ -70,6 +74,8 @@ class Upstream:
     calls: Counter[str] = field(default_factory=Counter)
     contexts: list[FragmentContext] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    most_in_flight: int = 0
 
 
 @dataclass
@@ -85,6 +91,9 @@ def fragment_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "fragments": FragmentSettings(
+                # Healthy fragments get a generous timeout so a loaded test machine never
+                # turns them into fallbacks; the "slow" ones hang until their timeout.
+                default_timeout_ms=HEALTHY_TIMEOUT_MS,
                 timeouts_ms={"slow": TIMEOUT_MS, "slow-*": TIMEOUT_MS},
                 ttls_seconds={"counter": 60},
             )
@@ -103,7 +112,12 @@ def create_cart(settings: Settings, upstream: Upstream) -> Quart:
     async def counter(context: FragmentContext) -> str:
         upstream.calls["counter"] += 1
         upstream.contexts.append(context)
-        await asyncio.sleep(0.05)  # long enough for concurrent requests to pile up
+        upstream.in_flight += 1
+        upstream.most_in_flight = max(upstream.most_in_flight, upstream.in_flight)
+        try:
+            await asyncio.sleep(0.05)  # long enough for concurrent requests to pile up
+        finally:
+            upstream.in_flight -= 1
         return f"<p>counter #{upstream.calls['counter']} {context.container} {context.variant}</p>"
 
     async def hang(context: FragmentContext) -> str:
@@ -315,7 +329,9 @@ async def test_a_hanging_app_gets_its_fallback_within_the_timeout(pair: Pair) ->
         assert response.status_code == 200
         body = await response.get_data(as_text=True)
         assert body == "<main><a href='/cart'>Cart</a>|<p>counter #1 None full</p></main>"
-        assert elapsed < TIMEOUT_MS / 1000 + 0.5  # fetched side by side, bounded by the timeout
+        assert (
+            elapsed < TIMEOUT_MS / 1000 + TIMEOUT_MARGIN_SECONDS
+        )  # fetched side by side, bounded by the timeout
         assert pair.upstream.calls["slow"] == 1
         assert events("timeout", "slow") == timeouts + 1
 
@@ -324,12 +340,11 @@ async def test_fragments_of_a_page_are_fetched_concurrently(pair: Pair) -> None:
     async with asyncio.timeout(BOUND):
         fetcher = get_fetcher(pair.blog)
         specs = [FragmentSpec("cart", "counter", container=f"page:{n}") for n in range(10)]
-        started = time.perf_counter()
         results = await fetcher.fetch_all(specs, None)
-        elapsed = time.perf_counter() - started
         assert [r.outcome for r in results] == ["miss"] * 10
         assert pair.upstream.calls["counter"] == 10
-        assert elapsed < 0.4  # ten 50 ms fetches one after another would take 0.5 s
+        # All ten were being served at the same moment: no serial waterfall.
+        assert pair.upstream.most_in_flight == 10
 
 
 async def test_a_failing_required_fragment_gives_503(pair: Pair) -> None:
@@ -340,7 +355,7 @@ async def test_a_failing_required_fragment_gives_503(pair: Pair) -> None:
         started = time.perf_counter()
         response = await pair.blog_client.get("/required-slow", headers={"Accept": "text/html"})
         assert response.status_code == 503
-        assert time.perf_counter() - started < TIMEOUT_MS / 1000 + 0.5
+        assert time.perf_counter() - started < TIMEOUT_MS / 1000 + TIMEOUT_MARGIN_SECONDS
 
 
 async def test_redirects_are_not_followed_and_no_cookies_are_kept(pair: Pair) -> None:
@@ -412,7 +427,8 @@ async def test_a_stale_copy_is_served_at_once_even_when_the_app_hangs(
         started = time.perf_counter()
         result = await fetcher.fetch_one(FragmentSpec("cart", "slow"), None)
         assert (result.outcome, str(result)) == ("stale", "<p>yesterday</p>")
-        assert time.perf_counter() - started < 0.1
+        # Served without waiting for the hung app (its refresh runs in the background).
+        assert time.perf_counter() - started < TIMEOUT_MS / 1000
         await settle(pair)  # the refresh times out; the stale copy stays
         again = await fetcher.fetch_one(FragmentSpec("cart", "slow"), None)
         assert str(again) == "<p>yesterday</p>"
@@ -510,7 +526,7 @@ async def test_pages_render_when_redis_is_down(pair: Pair) -> None:
                 body = await response.get_data(as_text=True)
                 assert f"<p>counter #{expected} None full</p>" in body
                 assert "Cart</a>" in body  # the hung one still falls back in time
-                assert elapsed < TIMEOUT_MS / 1000 + 0.5
+                assert elapsed < TIMEOUT_MS / 1000 + TIMEOUT_MARGIN_SECONDS
             async with pair.blog.app_context():
                 assert await do_purge_fragment("cart", "counter") == 0  # logged, not raised
         finally:
@@ -545,7 +561,7 @@ async def test_render_composed_adds_the_layout_fragments(pair: Pair) -> None:
 
 def test_ttls_and_timeouts_per_type() -> None:
     settings = FragmentSettings(ttls_seconds={"container-cal*": 5}, timeouts_ms={"nav*": 900})
-    assert settings.ttl_for("navigation") == 60
+    assert settings.ttl_for("nav-tree") == 60
     assert settings.ttl_for("auth-menu") == 60
     assert settings.ttl_for("cart-mini") == 10
     assert settings.ttl_for("container-calendar") == 5
