@@ -81,8 +81,12 @@ def wait_until_up(url: str, seconds: float = 60) -> None:
 
 
 def to_ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    """wrk's latency ("812.00us", "12.5ms", "1.02s", "1.10m") in milliseconds."""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if found is None:
+        raise ValueError(f"wrk printed a latency this script cannot read: {value!r}")
+    number, unit = found.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def run_wrk(wrk: str, url: str, seconds: int, connections: int) -> Sample:
