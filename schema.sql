@@ -80,6 +80,41 @@ ALTER SEQUENCE public.magic_links_id_seq OWNED BY public.magic_links.id;
 
 
 --
+-- Name: menu_nodes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.menu_nodes (
+    id integer NOT NULL,
+    parent_id integer,
+    label character varying(100) NOT NULL,
+    url character varying(2000) NOT NULL,
+    "position" integer NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: menu_nodes_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.menu_nodes_id_seq
+    AS integer
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: menu_nodes_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.menu_nodes_id_seq OWNED BY public.menu_nodes.id;
+
+
+--
 -- Name: oauth_authorization_codes; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -335,6 +370,13 @@ ALTER TABLE ONLY public.magic_links ALTER COLUMN id SET DEFAULT nextval('public.
 
 
 --
+-- Name: menu_nodes id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.menu_nodes ALTER COLUMN id SET DEFAULT nextval('public.menu_nodes_id_seq'::regclass);
+
+
+--
 -- Name: oauth_grants id; Type: DEFAULT; Schema: public; Owner: -
 --
 
@@ -391,6 +433,14 @@ ALTER TABLE ONLY public.key_values
 
 ALTER TABLE ONLY public.magic_links
     ADD CONSTRAINT pk_magic_links PRIMARY KEY (id);
+
+
+--
+-- Name: menu_nodes pk_menu_nodes; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.menu_nodes
+    ADD CONSTRAINT pk_menu_nodes PRIMARY KEY (id);
 
 
 --
@@ -513,6 +563,13 @@ CREATE INDEX ix_magic_links_email_created ON public.magic_links USING btree (ema
 
 
 --
+-- Name: ix_menu_nodes_parent_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_menu_nodes_parent_id ON public.menu_nodes USING btree (parent_id);
+
+
+--
 -- Name: ix_oauth_authorization_codes_grant_id; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -574,6 +631,14 @@ CREATE UNIQUE INDEX uq_users_email_lower ON public.users USING btree (lower((ema
 
 ALTER TABLE ONLY public.magic_links
     ADD CONSTRAINT fk_magic_links_user_id_users FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: menu_nodes fk_menu_nodes_parent_id_menu_nodes; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.menu_nodes
+    ADD CONSTRAINT fk_menu_nodes_parent_id_menu_nodes FOREIGN KEY (parent_id) REFERENCES public.menu_nodes(id) ON DELETE CASCADE;
 
 
 --

@@ -13,7 +13,7 @@ it is keyed by environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -106,7 +106,7 @@ class SmtpSettings(BaseModel):
 # What each fragment type is cached for unless configured otherwise (shared.infrastructure
 # .fragments). A key ending in "*" matches every type with that prefix.
 DEFAULT_FRAGMENT_TTLS: dict[str, int] = {
-    "navigation": 60,
+    "nav-tree": 60,
     "auth-menu": 60,
     "cart-mini": 10,
     "container-*": 30,
@@ -154,6 +154,25 @@ class FragmentSettings(BaseModel):
     def internal_url_of(self, app_name: str, public_url: str) -> str:
         configured = self.internal_urls.get(app_name)
         return str(configured).rstrip("/") if configured is not None else public_url
+
+
+class PageCacheSettings(BaseModel):
+    """Whole pages cached for anonymous visitors (shared.infrastructure.page_cache). A view
+    opts in with ``@cache_page(ttl=...)``; ``ttls_seconds`` overrides it by endpoint
+    ("home.home") or app and endpoint ("blog:home.home"); 0 turns a route's cache off."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    default_ttl_seconds: int = Field(default=30, ge=0, le=3600)
+    ttls_seconds: dict[str, Annotated[int, Field(ge=0, le=3600)]] = Field(default_factory=dict)
+
+    def ttl_for(self, app_name: str, endpoint: str, declared: int | None = None) -> int:
+        """Seconds the page of ``endpoint`` in ``app_name`` is served from the cache."""
+        for key in (f"{app_name}:{endpoint}", endpoint):
+            if key in self.ttls_seconds:
+                return self.ttls_seconds[key]
+        return declared if declared is not None else self.default_ttl_seconds
 
 
 class Settings(BaseSettings):
@@ -220,6 +239,11 @@ class Settings(BaseSettings):
     outbox_after_commit: bool = True
     # Fragments between the apps (shared.infrastructure.fragments).
     fragments: FragmentSettings = FragmentSettings()
+    # Whole pages for anonymous visitors (shared.infrastructure.page_cache).
+    page_cache: PageCacheSettings = PageCacheSettings()
+    # Who may edit the site navigation in blog: members' emails or usernames (compared
+    # case-insensitively). There is no roles system yet; empty means nobody.
+    editors: tuple[str, ...] = ()
     # Signs internal requests (/internal/..., /metrics) between the apps; unset, it is derived
     # from SECRET_KEY with HMAC (shared.infrastructure.internal_auth.get_internal_secret).
     internal_secret: SecretStr | None = None
@@ -271,6 +295,11 @@ class Settings(BaseSettings):
 
     def url_of(self, app_name: str) -> str:
         return self.apps.url_of(app_name)
+
+    def is_editor(self, email: str, username: str | None) -> bool:
+        """Whether the member with this email and username may edit the navigation."""
+        names = {name.strip().lower() for name in self.editors}
+        return email.lower() in names or (username is not None and username.lower() in names)
 
     def configured_client_secret(self, app_name: str) -> str | None:
         secret: SecretStr | None = getattr(self, f"oauth_client_secret_{app_name}", None)

@@ -1,4 +1,5 @@
-"""Demo data: a few members and the site's title, so a fresh platform has something to show.
+"""Demo data: a few members, the site's title and a navigation, so a fresh platform has
+something to show.
 
 Idempotent: running it again adds nothing that is already there.
 """
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import KeyValueService, UserService
+from shared.contracts.protocols import KeyValueService, NavigationService, UserService
 from shared.services.registry import ServiceRegistry
 
 SEEDED_MARKER = "demo.seeded"
@@ -32,11 +33,38 @@ DEMO_VALUES = {
     "site.tagline": "A community co-op: our shop, our events, our stories.",
 }
 
+# The demo navigation (label, URL, children); paths are pages of the blog.
+DEMO_MENU: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("Home", "/", ()),
+    (
+        "About us",
+        "/about",
+        (("Our story", "/about/story"), ("How the co-op works", "/about/co-op")),
+    ),
+    ("Join", "/join", ()),
+    ("Contact", "/contact", ()),
+)
+
 
 @dataclass(frozen=True)
 class SeedReport:
     members_added: int
     values_set: int
+    menu_nodes_added: int = 0
+
+
+async def do_seed_demo_menu(navigation: NavigationService) -> int:
+    """The demo navigation, only when the navigation is empty (an editor's menu is kept)."""
+    if await navigation.list_tree():
+        return 0
+    added = 0
+    for label, url, children in DEMO_MENU:
+        parent = await navigation.create_node(label, url)
+        added += 1
+        for child_label, child_url in children:
+            await navigation.create_node(child_label, child_url, parent_id=parent.id)
+            added += 1
+    return added
 
 
 async def do_seed_demo_data(session: AsyncSession, registry: ServiceRegistry) -> SeedReport:
@@ -54,8 +82,9 @@ async def do_seed_demo_data(session: AsyncSession, registry: ServiceRegistry) ->
         if await values.get_value(key) is None:
             await values.do_set_value(key, value)
             values_set += 1
+    menu_added = await do_seed_demo_menu(registry.get(NavigationService, session))
     await values.do_set_value(SEEDED_MARKER, True)
-    return SeedReport(members_added=added, values_set=values_set)
+    return SeedReport(members_added=added, values_set=values_set, menu_nodes_added=menu_added)
 
 
 async def check_seeded(session: AsyncSession, registry: ServiceRegistry) -> bool:

@@ -20,6 +20,7 @@ from shared.infrastructure.oauth import (
     redirect,
     set_silent_marker,
 )
+from shared.infrastructure.page_cache import cache_page
 
 home_bp = Blueprint("home", __name__)
 
@@ -59,6 +60,7 @@ async def render_dashboard(
 
 
 @home_bp.get("/")
+@cache_page(ttl=60)
 async def home() -> tuple[str, int]:
     user = await get_current_user()
     if user is None:

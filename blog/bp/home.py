@@ -5,10 +5,12 @@ from __future__ import annotations
 from quart import Blueprint, render_template
 
 from blog.services.home import get_blog_home
+from shared.infrastructure.page_cache import cache_page
 
 home_bp = Blueprint("home", __name__)
 
 
 @home_bp.get("/")
+@cache_page(ttl=30)
 async def home() -> str:
     return await render_template("home.html", home=await get_blog_home())

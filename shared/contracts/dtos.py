@@ -81,3 +81,16 @@ class SignInLinkResult:
     next_url: str | None
     # True when following the link created the account (implicit sign-up).
     new_account: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MenuNodeDTO:
+    """An entry of the site navigation, with its children in order (``nav-tree``)."""
+
+    id: int
+    parent_id: int | None
+    label: str
+    # An absolute http(s) URL, or a path on blog ("/about").
+    url: str
+    position: int
+    children: tuple[MenuNodeDTO, ...] = ()

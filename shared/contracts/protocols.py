@@ -6,11 +6,12 @@ request's session. Every implementation has a conformance test (tests/shared/tes
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from shared.contracts.dtos import (
     GrantStatusDTO,
     KeyValueDTO,
+    MenuNodeDTO,
     SsoSessionDTO,
     StartedSession,
     UserDTO,
@@ -168,4 +169,41 @@ class AccountService(Protocol):
 
     async def get_account(self, user_id: int) -> AccountDTO:
         """The member's account; NotFoundError if there is none."""
+        ...
+
+
+@runtime_checkable
+class NavigationService(Protocol):
+    """The site navigation: a tree of menu nodes, edited in blog, shown by every app's layout
+    (the ``nav-tree`` fragment). Siblings are ordered by position."""
+
+    async def list_tree(self) -> list[MenuNodeDTO]:
+        """The top-level nodes in order, each with its children (recursively) in order."""
+        ...
+
+    async def get_node(self, node_id: int) -> MenuNodeDTO:
+        """One node with its children; NotFoundError if there is none."""
+        ...
+
+    async def create_node(
+        self, label: str, url: str, *, parent_id: int | None = None
+    ) -> MenuNodeDTO:
+        """Add a node after its last sibling. InvalidInputError if the label is empty or too
+        long, or the URL is neither an http(s) URL nor a path ("/about"); NotFoundError if
+        the parent does not exist."""
+        ...
+
+    async def do_update_node(self, node_id: int, *, label: str, url: str) -> MenuNodeDTO:
+        """Rename a node (and change its URL); errors as create_node."""
+        ...
+
+    async def do_move_node(self, node_id: int, direction: Literal["up", "down"]) -> MenuNodeDTO:
+        """Swap a node with its previous or next sibling (nothing happens at either end);
+        NotFoundError if there is no such node."""
+        ...
+
+    async def do_delete_node(self, node_id: int, *, with_children: bool = False) -> int:
+        """Delete a node, and its descendants when ``with_children``; the number of nodes
+        deleted. ConflictError if it has children and ``with_children`` is false,
+        NotFoundError if there is no such node."""
         ...

@@ -11,9 +11,10 @@ import re
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
-from quart import Quart, Response, g, request
+from quart import Quart, Response, current_app, g, has_request_context, request
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,13 +24,22 @@ from shared.config import Settings, load_settings
 from shared.db import Database, create_engine, create_session_factory
 from shared.infrastructure.context import EXTENSION_KEY, AppState, get_state
 from shared.infrastructure.errors import install_error_handlers
-from shared.infrastructure.fragments import install_fragments
+from shared.infrastructure.fragments import (
+    LAYOUT_KEY,
+    FragmentResult,
+    FragmentSpec,
+    add_layout_fragments,
+    current_member_id,
+    fetch_fragments,
+    install_fragments,
+)
 from shared.infrastructure.health import health_bp
 from shared.infrastructure.jinja import install_templates
 from shared.infrastructure.logging import app_name_var, configure_logging, request_id_var
 from shared.infrastructure.metrics import metrics_bp
 from shared.infrastructure.oauth import CLIENT_APPS, install_oauth_client
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
+from shared.infrastructure.page_cache import install_page_cache
 from shared.infrastructure.security import install_security
 from shared.services.outbox import has_pending_events, process_due_events
 from shared.services.registry import ServiceRegistry, build_registry
@@ -37,6 +47,11 @@ from shared.services.registry import ServiceRegistry, build_registry
 SHARED_STATIC = Path(__file__).resolve().parent.parent / "static"
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_logger = logging.getLogger("rose_ash.access")
+# What every page's layout composes (shared/templates/_header.html; README "Fragment catalogue").
+LAYOUT_FRAGMENTS = {
+    "nav_tree": FragmentSpec("blog", "nav-tree"),
+    "auth_menu": FragmentSpec("account", "auth-menu", personalised=True),
+}
 
 
 def create_base_app(
@@ -66,12 +81,35 @@ def create_base_app(
     install_templates(app, name, settings)
     install_security(app)
     install_error_handlers(app)
+    install_page_cache(app)  # before install_oauth_client: its after_request runs after theirs
     if name in CLIENT_APPS:  # every app but federation, the authorization server itself
         install_oauth_client(app)
     app.register_blueprint(health_bp)
     install_fragments(app)  # /internal/fragments/<type> and the fetcher of other apps' ones
+    add_layout_fragments(app, LAYOUT_FRAGMENTS)
+    app.context_processor(prefetch_layout_fragments)  # every page: both at once
     app.register_blueprint(metrics_bp)  # /metrics, signed like /internal/
     return app
+
+
+async def prefetch_layout_fragments() -> dict[str, Any]:
+    """``layout_fragments`` for every template: the header's fragments (LAYOUT_FRAGMENTS),
+    fetched together once per request (reusing what ``render_composed`` fetched). Not for
+    fragment renders themselves (``/internal/``); ``auth_menu`` only for a signed-in member."""
+    if not has_request_context() or request.path.startswith("/internal/"):
+        return {"layout_fragments": {}}
+    if "layout_fragments" not in g:
+        layout: dict[str, FragmentSpec] = current_app.extensions[LAYOUT_KEY]
+        specs = {name: layout[name] for name in LAYOUT_FRAGMENTS if name in layout}
+        if current_member_id() is None:
+            specs = {name: spec for name, spec in specs.items() if not spec.personalised}
+        known: dict[FragmentSpec, FragmentResult] = g.get("fragment_results") or {}
+        missing = {name: spec for name, spec in specs.items() if spec not in known}
+        fetched = await fetch_fragments(missing) if missing else {}
+        g.layout_fragments = {
+            name: known.get(spec) or fetched[name] for name, spec in specs.items()
+        }
+    return {"layout_fragments": g.layout_fragments}
 
 
 def install_lifecycle(app: Quart) -> None:

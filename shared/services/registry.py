@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.contracts.protocols import (
     AccountService,
     KeyValueService,
+    NavigationService,
     SsoService,
     UserService,
 )
 from shared.services.accounts import SqlAccountService
 from shared.services.key_values import SqlKeyValueService
+from shared.services.navigation import SqlNavigationService
 from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
 
@@ -60,4 +62,5 @@ def build_registry() -> ServiceRegistry:
     registry.register(KeyValueService, SqlKeyValueService)
     registry.register(SsoService, SqlSsoService)
     registry.register(AccountService, SqlAccountService)
+    registry.register(NavigationService, SqlNavigationService)
     return registry

@@ -11,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.contracts.protocols import (
     AccountService,
     KeyValueService,
+    NavigationService,
     SsoService,
     UserService,
 )
 from shared.services.accounts import SqlAccountService
 from shared.services.key_values import SqlKeyValueService
+from shared.services.navigation import SqlNavigationService
 from shared.services.registry import ServiceRegistry, UnknownServiceError, build_registry
 from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
@@ -25,6 +27,7 @@ IMPLEMENTATIONS: list[tuple[type[Any], type[Any]]] = [
     (KeyValueService, SqlKeyValueService),
     (SsoService, SqlSsoService),
     (AccountService, SqlAccountService),
+    (NavigationService, SqlNavigationService),
 ]
 
 
