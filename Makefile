@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --frozen
 
-.PHONY: dev test install lint schema bench browser
+.PHONY: dev test install lint schema bench browser bench-fragments
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -44,3 +44,6 @@ schema: install
 
 bench: install
 	$(RUN) python -m bench.foundation
+
+bench-fragments: install
+	$(RUN) python -m bench.fragments

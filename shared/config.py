@@ -133,6 +133,9 @@ class FragmentSettings(BaseModel):
     ttls_seconds: dict[str, int] = Field(default_factory=dict)
     # How long after its TTL a copy may still be served while it is refreshed in the background.
     stale_seconds: int = Field(default=300, ge=0)
+    # After a fetch of a fragment fails, pages show its fallback at once for this long
+    # instead of each waiting out the timeout again (one request retries after it).
+    failure_memo_seconds: float = Field(default=2.0, ge=0)
     # Where the fetcher reaches each app's /internal/ (e.g. http://blog:8000 in the swarm,
     # where the edge never publishes /internal/); an app not listed is reached at its public URL.
     internal_urls: dict[str, HttpUrl] = Field(default_factory=dict)

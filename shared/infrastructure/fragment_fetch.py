@@ -100,9 +100,13 @@ class FragmentResult:
 class FragmentFetchError(Exception):
     """An upstream fetch failed: ``outcome`` is "timeout" or "error"."""
 
-    def __init__(self, message: str, outcome: Literal["timeout", "error"]) -> None:
+    def __init__(
+        self, message: str, outcome: Literal["timeout", "error"], *, remembered: bool = False
+    ) -> None:
         super().__init__(message)
         self.outcome: Literal["timeout", "error"] = outcome
+        # True when no request was made: the app failed moments ago (failure memo).
+        self.remembered = remembered
 
 
 class RequiredFragmentError(Exception):
@@ -143,6 +147,11 @@ class FragmentFetcher:
     inflight: dict[str, asyncio.Task[str]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     cache_down_until: float = 0.0
+    # Fragments whose app just failed: until when, and how. While an app is down or hanging,
+    # pages render the fallback at once instead of each waiting out the timeout again.
+    failing_until: dict[str, tuple[float, Literal["timeout", "error"]]] = field(
+        default_factory=dict
+    )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,6 +202,9 @@ class FragmentFetcher:
             html, outcome = await self.get_html(address)
         except FragmentFetchError as exc:
             logger.warning("fragment %s/%s failed: %s", spec.app, spec.type, exc)
+            if not exc.remembered:
+                until = time.monotonic() + self.settings.failure_memo_seconds
+                self.failing_until[fragment_cache_key(address)] = (until, exc.outcome)
             return FragmentResult(spec, Markup(spec.fallback), exc.outcome)  # noqa: S704
         except Exception:  # a fragment never takes the page down with it
             logger.exception("fragment %s/%s failed unexpectedly", spec.app, spec.type)
@@ -217,6 +229,17 @@ class FragmentFetcher:
             self.record(address, "stale")
             self.schedule_refresh(address, key)
             return cached.html, "stale"
+        failing = self.failing_until.get(key)
+        if failing is not None:
+            until, outcome = failing
+            if time.monotonic() < until:
+                self.record(address, outcome)
+                raise FragmentFetchError(
+                    f"failed {outcome} moments ago; retried after {until - time.monotonic():.1f} s",
+                    outcome,
+                    remembered=True,
+                )
+            del self.failing_until[key]
         self.record(address, "miss")
         return await asyncio.shield(self.join_fetch(address, key, cache=redis is not None)), "miss"
 

@@ -575,3 +575,25 @@ async def age_entry(redis: aioredis.Redis, key: str, *, seconds: float) -> None:
     document = json.loads(await redis.get(key))
     document["at"] -= seconds
     await redis.set(key, json.dumps(document), ex=600)
+
+
+async def test_a_failing_app_is_not_waited_for_again_at_once(pair: Pair) -> None:
+    """After a fetch timed out, pages show the fallback without a new request (and without
+    waiting) until the failure memo expires; then one request tries the app again."""
+    async with asyncio.timeout(BOUND):
+        fetcher = get_fetcher(pair.blog)
+        spec = FragmentSpec("cart", "slow", fallback="<a>Cart</a>")
+        first = await fetcher.fetch_one(spec, None)
+        assert (first.outcome, str(first)) == ("timeout", "<a>Cart</a>")
+        assert pair.upstream.calls["slow"] == 1
+        timeouts = events("timeout", "slow")
+        started = time.perf_counter()
+        again = await fetcher.fetch_one(spec, None)
+        assert (again.outcome, str(again)) == ("timeout", "<a>Cart</a>")
+        assert time.perf_counter() - started < TIMEOUT_MS / 1000  # did not wait it out
+        assert pair.upstream.calls["slow"] == 1  # and asked nobody
+        assert events("timeout", "slow") == timeouts + 1  # still counted
+        key = next(iter(fetcher.failing_until))
+        fetcher.failing_until[key] = (time.monotonic() - 1, "timeout")  # the memo expires
+        await fetcher.fetch_one(spec, None)
+        assert pair.upstream.calls["slow"] == 2
