@@ -28,6 +28,7 @@ from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from shared.infrastructure.context import get_state
 from shared.migrations import do_upgrade
 from shared.services.registry import ServiceRegistry, build_registry
+from tests.sso_support import FakeFederation, Member, make_member
 
 TEST_DATABASE = "rose_ash_test"
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-the-check"
@@ -170,3 +171,16 @@ async def make_client(
             return await stack.enter_async_context(serving(factory(settings), connection))
 
         yield make
+
+
+@pytest.fixture
+def fake(settings: Settings) -> FakeFederation:
+    """A fake federation for the SSO client tests (tests/sso_support.py)."""
+    return FakeFederation(settings)
+
+
+@pytest.fixture
+async def member(session: AsyncSession, settings: Settings) -> Member:
+    """Ada, a member signed in at federation on one device (committed in the test's
+    transaction, which is rolled back after the test)."""
+    return await make_member(session, settings)

@@ -14,24 +14,13 @@ from blog.app import create_app as create_blog_app
 from shared.config import Settings
 from tests.blog.test_navigation import HTML, Stack, csrf_in, signed_fragment_get
 from tests.conftest import ClientMaker
-from tests.shared.test_oauth_client import (
+from tests.sso_support import (
     FakeFederation,
     Member,
     add_grant,
-    make_member,
     sign_in,
     signed_in_as,
 )
-
-
-@pytest.fixture
-def fake(settings: Settings) -> FakeFederation:
-    return FakeFederation(settings)
-
-
-@pytest.fixture
-async def member(session: AsyncSession, settings: Settings) -> Member:
-    return await make_member(session, settings)
 
 
 @pytest.fixture

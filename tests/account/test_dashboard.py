@@ -17,7 +17,7 @@ from shared.infrastructure.grant_cache import grant_cache_key
 from shared.models.identity import OAuthGrant, SsoSession
 from shared.services.sso import SqlSsoService
 from tests.conftest import ClientMaker
-from tests.shared.test_oauth_client import (
+from tests.sso_support import (
     FakeFederation,
     Member,
     add_grant,
@@ -33,16 +33,6 @@ PHONE_UA = (
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
 )
 HTML = {"Accept": "text/html"}
-
-
-@pytest.fixture
-def fake(settings: Settings) -> FakeFederation:
-    return FakeFederation(settings)
-
-
-@pytest.fixture
-async def member(session: AsyncSession, settings: Settings) -> Member:
-    return await make_member(session, settings)
 
 
 @pytest.fixture

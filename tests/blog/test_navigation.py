@@ -29,7 +29,7 @@ from shared.seed import DEMO_MENU, do_seed_demo_data
 from shared.services.navigation import SqlNavigationService
 from shared.services.registry import ServiceRegistry
 from tests.conftest import ClientMaker
-from tests.shared.test_oauth_client import (
+from tests.sso_support import (
     FakeFederation,
     Member,
     add_grant,
@@ -104,16 +104,6 @@ async def top_labels(session: AsyncSession) -> list[str]:
 
 def csrf_in(page: str) -> str:
     return page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-
-
-@pytest.fixture
-def fake(settings: Settings) -> FakeFederation:
-    return FakeFederation(settings)
-
-
-@pytest.fixture
-async def member(session: AsyncSession, settings: Settings) -> Member:
-    return await make_member(session, settings)
 
 
 @pytest.fixture

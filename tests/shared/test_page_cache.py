@@ -43,7 +43,7 @@ from shared.infrastructure.page_cache import (
 from shared.infrastructure.security import csrf_exempt, get_csrf_token
 from shared.services.registry import ServiceRegistry
 from tests.conftest import ClientMaker
-from tests.shared.test_oauth_client import (
+from tests.sso_support import (
     NAVIGATE,
     FakeFederation,
     Member,
@@ -158,11 +158,6 @@ def create_probe_app(settings: Settings, renders: list[str]) -> Quart:
 @pytest.fixture
 def renders() -> list[str]:
     return []
-
-
-@pytest.fixture
-def fake(settings: Settings) -> FakeFederation:
-    return FakeFederation(settings)
 
 
 @pytest.fixture
