@@ -108,15 +108,26 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int) -> Sample:
     return Sample(rps, p50, p99, errors)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(description: str) -> argparse.Namespace:
+    """The options every benchmark here takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=int, default=8, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     parser.add_argument("--connections", type=int, default=20)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def find_wrk() -> str | None:
     wrk = shutil.which("wrk")
     if wrk is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+    return wrk
+
+
+def main() -> int:
+    args = parse_arguments(__doc__.splitlines()[0])
+    wrk = find_wrk()
+    if wrk is None:
         return 2
 
     scratch = Path(tempfile.mkdtemp(prefix="rose-ash-bench-"))

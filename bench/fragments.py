@@ -33,7 +33,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.foundation import Sample, free_port, run_wrk, wait_until_up
+from bench.foundation import (
+    Sample,
+    find_wrk,
+    free_port,
+    parse_arguments,
+    run_wrk,
+    wait_until_up,
+)
 from shared.config import load_settings
 from shared.devrunner import migrate_and_seed
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -79,14 +86,9 @@ def hypercorn(application: str, port: int, env: dict[str, str]) -> subprocess.Po
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=20)
-    args = parser.parse_args()
-    wrk = shutil.which("wrk")
+    args = parse_arguments(__doc__.splitlines()[0])
+    wrk = find_wrk()
     if wrk is None:
-        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
 
     scratch = Path(tempfile.mkdtemp(prefix="rose-ash-bench-"))
