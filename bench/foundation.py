@@ -147,6 +147,7 @@ def main() -> int:
             smtp={"host": "127.0.0.1"},  # production needs one; nothing here sends mail
         )
         asyncio.run(migrate_and_seed(settings))
+        ports = {"hello": free_port(), "blog": free_port(), "federation": free_port()}
         environment = {
             **os.environ,
             "ROSE_ASH_ENV": "production",
@@ -155,8 +156,9 @@ def main() -> int:
             "REDIS_URL": redis.url(0),
             "SECRET_KEY": BENCH_SECRET,
             "ROSE_ASH_SMTP__HOST": "127.0.0.1",
+            # Every page's layout fetches blog's nav-tree fragment: from the blog served here.
+            "ROSE_ASH_APPS__BLOG": f"http://127.0.0.1:{ports['blog']}",
         }
-        ports = {"hello": free_port(), "blog": free_port(), "federation": free_port()}
         # The hello-world runs with the blog's Hypercorn settings, so only the app differs.
         hello = [
             sys.executable, "-m", "hypercorn", "bench.hello_app:app",
