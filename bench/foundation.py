@@ -158,6 +158,8 @@ def main() -> int:
             "ROSE_ASH_SMTP__HOST": "127.0.0.1",
             # Every page's layout fetches blog's nav-tree fragment: from the blog served here.
             "ROSE_ASH_APPS__BLOG": f"http://127.0.0.1:{ports['blog']}",
+            # "home" measures rendering; the page cache has its own benchmark (bench/fragments.py).
+            "ROSE_ASH_PAGE_CACHE__ENABLED": "false",
         }
         # The hello-world runs with the blog's Hypercorn settings, so only the app differs.
         hello = [
