@@ -12,13 +12,17 @@ from account.app import create_app as create_account_app
 from account.bp.fragments.auth_menu import get_initials
 from blog.app import create_app as create_blog_app
 from shared.config import Settings
-from tests.blog.test_navigation import HTML, Stack, csrf_in, signed_fragment_get
 from tests.conftest import ClientMaker
+from tests.fragment_support import (
+    HTML,
+    Stack,
+    csrf_in,
+    open_signed_in_blog,
+    signed_fragment_get,
+)
 from tests.sso_support import (
     FakeFederation,
     Member,
-    add_grant,
-    sign_in,
     signed_in_as,
 )
 
@@ -37,10 +41,7 @@ async def blog(
     stack: Stack,
 ) -> QuartClient:
     """The blog, signed in as Ada, with account serving its fragments in process."""
-    await make_client(stack.factory("account", create_account_app, fake))
-    client = await make_client(stack.factory("blog", create_blog_app, fake))
-    await sign_in(client, fake, member, await add_grant(session, member, "blog"))
-    return client
+    return await open_signed_in_blog(make_client, stack, fake, member, session)
 
 
 @pytest.mark.parametrize(
