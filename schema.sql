@@ -32,6 +32,399 @@ CREATE TABLE public.alembic_version (
 
 
 --
+-- Name: ap_activities; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_activities (
+    id bigint NOT NULL,
+    uri character varying(2000) NOT NULL,
+    app character varying(20) NOT NULL,
+    activity_type character varying(40) NOT NULL,
+    object_uri character varying(2000),
+    visibility character varying(20) NOT NULL,
+    document jsonb NOT NULL,
+    target_inboxes jsonb DEFAULT '[]'::jsonb NOT NULL,
+    state character varying(20) DEFAULT 'pending'::character varying NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    processed_at timestamp with time zone
+);
+
+
+--
+-- Name: ap_activities_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_activities_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_activities_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_activities_id_seq OWNED BY public.ap_activities.id;
+
+
+--
+-- Name: ap_blocks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_blocks (
+    id bigint NOT NULL,
+    kind character varying(10) NOT NULL,
+    value character varying(2000) NOT NULL,
+    reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: ap_blocks_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_blocks_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_blocks_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_blocks_id_seq OWNED BY public.ap_blocks.id;
+
+
+--
+-- Name: ap_deliveries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_deliveries (
+    id bigint NOT NULL,
+    activity_id bigint NOT NULL,
+    inbox character varying(2000) NOT NULL,
+    state character varying(20) DEFAULT 'pending'::character varying NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_status smallint,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    delivered_at timestamp with time zone
+);
+
+
+--
+-- Name: ap_deliveries_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_deliveries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_deliveries_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_deliveries_id_seq OWNED BY public.ap_deliveries.id;
+
+
+--
+-- Name: ap_followers; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_followers (
+    id bigint NOT NULL,
+    app character varying(20) NOT NULL,
+    remote_actor_id bigint NOT NULL,
+    follow_uri character varying(2000) NOT NULL,
+    inbox character varying(2000) NOT NULL,
+    shared_inbox character varying(2000),
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: ap_followers_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_followers_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_followers_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_followers_id_seq OWNED BY public.ap_followers.id;
+
+
+--
+-- Name: ap_following; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_following (
+    id bigint NOT NULL,
+    app character varying(20) NOT NULL,
+    remote_actor_id bigint NOT NULL,
+    follow_uri character varying(2000) NOT NULL,
+    state character varying(20) DEFAULT 'pending'::character varying NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    accepted_at timestamp with time zone
+);
+
+
+--
+-- Name: ap_following_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_following_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_following_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_following_id_seq OWNED BY public.ap_following.id;
+
+
+--
+-- Name: ap_inbox_items; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_inbox_items (
+    id bigint NOT NULL,
+    activity_uri character varying(2000) NOT NULL,
+    activity_type character varying(40) NOT NULL,
+    app character varying(20),
+    actor_uri character varying(2000) NOT NULL,
+    document jsonb NOT NULL,
+    state character varying(20) DEFAULT 'pending'::character varying NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_error text,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    processed_at timestamp with time zone
+);
+
+
+--
+-- Name: ap_inbox_items_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_inbox_items_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_inbox_items_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_inbox_items_id_seq OWNED BY public.ap_inbox_items.id;
+
+
+--
+-- Name: ap_keypairs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_keypairs (
+    id bigint NOT NULL,
+    public_key_pem text NOT NULL,
+    private_key_encrypted text NOT NULL,
+    active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: ap_keypairs_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_keypairs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_keypairs_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_keypairs_id_seq OWNED BY public.ap_keypairs.id;
+
+
+--
+-- Name: ap_objects; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_objects (
+    id bigint NOT NULL,
+    uri character varying(2000) NOT NULL,
+    app character varying(20) NOT NULL,
+    object_type character varying(40) NOT NULL,
+    document jsonb NOT NULL,
+    published_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone,
+    deleted_at timestamp with time zone
+);
+
+
+--
+-- Name: ap_objects_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_objects_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_objects_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_objects_id_seq OWNED BY public.ap_objects.id;
+
+
+--
+-- Name: ap_reactions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_reactions (
+    id bigint NOT NULL,
+    activity_uri character varying(2000) NOT NULL,
+    kind character varying(20) NOT NULL,
+    object_uri character varying(2000) NOT NULL,
+    actor_uri character varying(2000) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: ap_reactions_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_reactions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_reactions_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_reactions_id_seq OWNED BY public.ap_reactions.id;
+
+
+--
+-- Name: ap_remote_actors; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_remote_actors (
+    id bigint NOT NULL,
+    uri character varying(2000) NOT NULL,
+    domain character varying(255) NOT NULL,
+    actor_type character varying(40) NOT NULL,
+    preferred_username character varying(255),
+    name text,
+    inbox character varying(2000) NOT NULL,
+    shared_inbox character varying(2000),
+    key_id character varying(2000),
+    public_key_pem text,
+    document jsonb NOT NULL,
+    fetched_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone
+);
+
+
+--
+-- Name: ap_remote_actors_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_remote_actors_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_remote_actors_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_remote_actors_id_seq OWNED BY public.ap_remote_actors.id;
+
+
+--
+-- Name: ap_remote_objects; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ap_remote_objects (
+    id bigint NOT NULL,
+    uri character varying(2000) NOT NULL,
+    actor_uri character varying(2000) NOT NULL,
+    object_type character varying(40) NOT NULL,
+    document jsonb NOT NULL,
+    published_at timestamp with time zone,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone,
+    deleted_at timestamp with time zone
+);
+
+
+--
+-- Name: ap_remote_objects_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.ap_remote_objects_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: ap_remote_objects_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.ap_remote_objects_id_seq OWNED BY public.ap_remote_objects.id;
+
+
+--
 -- Name: key_values; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -363,6 +756,83 @@ ALTER SEQUENCE public.users_id_seq OWNED BY public.users.id;
 
 
 --
+-- Name: ap_activities id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_activities ALTER COLUMN id SET DEFAULT nextval('public.ap_activities_id_seq'::regclass);
+
+
+--
+-- Name: ap_blocks id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_blocks ALTER COLUMN id SET DEFAULT nextval('public.ap_blocks_id_seq'::regclass);
+
+
+--
+-- Name: ap_deliveries id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_deliveries ALTER COLUMN id SET DEFAULT nextval('public.ap_deliveries_id_seq'::regclass);
+
+
+--
+-- Name: ap_followers id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_followers ALTER COLUMN id SET DEFAULT nextval('public.ap_followers_id_seq'::regclass);
+
+
+--
+-- Name: ap_following id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_following ALTER COLUMN id SET DEFAULT nextval('public.ap_following_id_seq'::regclass);
+
+
+--
+-- Name: ap_inbox_items id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_inbox_items ALTER COLUMN id SET DEFAULT nextval('public.ap_inbox_items_id_seq'::regclass);
+
+
+--
+-- Name: ap_keypairs id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_keypairs ALTER COLUMN id SET DEFAULT nextval('public.ap_keypairs_id_seq'::regclass);
+
+
+--
+-- Name: ap_objects id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_objects ALTER COLUMN id SET DEFAULT nextval('public.ap_objects_id_seq'::regclass);
+
+
+--
+-- Name: ap_reactions id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_reactions ALTER COLUMN id SET DEFAULT nextval('public.ap_reactions_id_seq'::regclass);
+
+
+--
+-- Name: ap_remote_actors id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_remote_actors ALTER COLUMN id SET DEFAULT nextval('public.ap_remote_actors_id_seq'::regclass);
+
+
+--
+-- Name: ap_remote_objects id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_remote_objects ALTER COLUMN id SET DEFAULT nextval('public.ap_remote_objects_id_seq'::regclass);
+
+
+--
 -- Name: magic_links id; Type: DEFAULT; Schema: public; Owner: -
 --
 
@@ -417,6 +887,94 @@ ALTER TABLE ONLY public.users ALTER COLUMN id SET DEFAULT nextval('public.users_
 
 ALTER TABLE ONLY public.alembic_version
     ADD CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num);
+
+
+--
+-- Name: ap_activities pk_ap_activities; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_activities
+    ADD CONSTRAINT pk_ap_activities PRIMARY KEY (id);
+
+
+--
+-- Name: ap_blocks pk_ap_blocks; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_blocks
+    ADD CONSTRAINT pk_ap_blocks PRIMARY KEY (id);
+
+
+--
+-- Name: ap_deliveries pk_ap_deliveries; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_deliveries
+    ADD CONSTRAINT pk_ap_deliveries PRIMARY KEY (id);
+
+
+--
+-- Name: ap_followers pk_ap_followers; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_followers
+    ADD CONSTRAINT pk_ap_followers PRIMARY KEY (id);
+
+
+--
+-- Name: ap_following pk_ap_following; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_following
+    ADD CONSTRAINT pk_ap_following PRIMARY KEY (id);
+
+
+--
+-- Name: ap_inbox_items pk_ap_inbox_items; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_inbox_items
+    ADD CONSTRAINT pk_ap_inbox_items PRIMARY KEY (id);
+
+
+--
+-- Name: ap_keypairs pk_ap_keypairs; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_keypairs
+    ADD CONSTRAINT pk_ap_keypairs PRIMARY KEY (id);
+
+
+--
+-- Name: ap_objects pk_ap_objects; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_objects
+    ADD CONSTRAINT pk_ap_objects PRIMARY KEY (id);
+
+
+--
+-- Name: ap_reactions pk_ap_reactions; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_reactions
+    ADD CONSTRAINT pk_ap_reactions PRIMARY KEY (id);
+
+
+--
+-- Name: ap_remote_actors pk_ap_remote_actors; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_remote_actors
+    ADD CONSTRAINT pk_ap_remote_actors PRIMARY KEY (id);
+
+
+--
+-- Name: ap_remote_objects pk_ap_remote_objects; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_remote_objects
+    ADD CONSTRAINT pk_ap_remote_objects PRIMARY KEY (id);
 
 
 --
@@ -516,6 +1074,86 @@ ALTER TABLE ONLY public.users
 
 
 --
+-- Name: ap_activities uq_ap_activities_uri; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_activities
+    ADD CONSTRAINT uq_ap_activities_uri UNIQUE (uri);
+
+
+--
+-- Name: ap_blocks uq_ap_blocks_kind_value; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_blocks
+    ADD CONSTRAINT uq_ap_blocks_kind_value UNIQUE (kind, value);
+
+
+--
+-- Name: ap_deliveries uq_ap_deliveries_activity_id_inbox; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_deliveries
+    ADD CONSTRAINT uq_ap_deliveries_activity_id_inbox UNIQUE (activity_id, inbox);
+
+
+--
+-- Name: ap_followers uq_ap_followers_app_remote_actor_id; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_followers
+    ADD CONSTRAINT uq_ap_followers_app_remote_actor_id UNIQUE (app, remote_actor_id);
+
+
+--
+-- Name: ap_following uq_ap_following_app_remote_actor_id; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_following
+    ADD CONSTRAINT uq_ap_following_app_remote_actor_id UNIQUE (app, remote_actor_id);
+
+
+--
+-- Name: ap_inbox_items uq_ap_inbox_items_activity_uri; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_inbox_items
+    ADD CONSTRAINT uq_ap_inbox_items_activity_uri UNIQUE (activity_uri);
+
+
+--
+-- Name: ap_objects uq_ap_objects_uri; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_objects
+    ADD CONSTRAINT uq_ap_objects_uri UNIQUE (uri);
+
+
+--
+-- Name: ap_reactions uq_ap_reactions_activity_uri; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_reactions
+    ADD CONSTRAINT uq_ap_reactions_activity_uri UNIQUE (activity_uri);
+
+
+--
+-- Name: ap_remote_actors uq_ap_remote_actors_uri; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_remote_actors
+    ADD CONSTRAINT uq_ap_remote_actors_uri UNIQUE (uri);
+
+
+--
+-- Name: ap_remote_objects uq_ap_remote_objects_uri; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_remote_objects
+    ADD CONSTRAINT uq_ap_remote_objects_uri UNIQUE (uri);
+
+
+--
 -- Name: magic_links uq_magic_links_token_hash; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -553,6 +1191,90 @@ ALTER TABLE ONLY public.sso_sessions
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT uq_users_username UNIQUE (username);
+
+
+--
+-- Name: ix_ap_activities_app_visibility_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_activities_app_visibility_id ON public.ap_activities USING btree (app, visibility, id);
+
+
+--
+-- Name: ix_ap_activities_pending; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_activities_pending ON public.ap_activities USING btree (next_attempt_at) WHERE ((state)::text = 'pending'::text);
+
+
+--
+-- Name: ix_ap_deliveries_pending; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_deliveries_pending ON public.ap_deliveries USING btree (next_attempt_at) WHERE ((state)::text = 'pending'::text);
+
+
+--
+-- Name: ix_ap_deliveries_state; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_deliveries_state ON public.ap_deliveries USING btree (state);
+
+
+--
+-- Name: ix_ap_followers_app_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_followers_app_id ON public.ap_followers USING btree (app, id);
+
+
+--
+-- Name: ix_ap_following_app_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_following_app_id ON public.ap_following USING btree (app, id);
+
+
+--
+-- Name: ix_ap_inbox_items_pending; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_inbox_items_pending ON public.ap_inbox_items USING btree (next_attempt_at) WHERE ((state)::text = 'pending'::text);
+
+
+--
+-- Name: ix_ap_objects_app_published; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_objects_app_published ON public.ap_objects USING btree (app, published_at);
+
+
+--
+-- Name: ix_ap_reactions_object_uri; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_reactions_object_uri ON public.ap_reactions USING btree (object_uri);
+
+
+--
+-- Name: ix_ap_remote_actors_domain; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_remote_actors_domain ON public.ap_remote_actors USING btree (domain);
+
+
+--
+-- Name: ix_ap_remote_actors_key_id; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_remote_actors_key_id ON public.ap_remote_actors USING btree (key_id);
+
+
+--
+-- Name: ix_ap_remote_objects_actor_uri; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ix_ap_remote_objects_actor_uri ON public.ap_remote_objects USING btree (actor_uri);
 
 
 --
@@ -623,6 +1345,30 @@ CREATE INDEX ix_sso_sessions_user_id ON public.sso_sessions USING btree (user_id
 --
 
 CREATE UNIQUE INDEX uq_users_email_lower ON public.users USING btree (lower((email)::text));
+
+
+--
+-- Name: ap_deliveries fk_ap_deliveries_activity_id_ap_activities; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_deliveries
+    ADD CONSTRAINT fk_ap_deliveries_activity_id_ap_activities FOREIGN KEY (activity_id) REFERENCES public.ap_activities(id) ON DELETE CASCADE;
+
+
+--
+-- Name: ap_followers fk_ap_followers_remote_actor_id_ap_remote_actors; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_followers
+    ADD CONSTRAINT fk_ap_followers_remote_actor_id_ap_remote_actors FOREIGN KEY (remote_actor_id) REFERENCES public.ap_remote_actors(id) ON DELETE CASCADE;
+
+
+--
+-- Name: ap_following fk_ap_following_remote_actor_id_ap_remote_actors; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ap_following
+    ADD CONSTRAINT fk_ap_following_remote_actor_id_ap_remote_actors FOREIGN KEY (remote_actor_id) REFERENCES public.ap_remote_actors(id) ON DELETE CASCADE;
 
 
 --

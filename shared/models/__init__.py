@@ -4,6 +4,24 @@ Import a model from its own module (``from shared.models.users import User``). T
 imports every model module once so that ``Base.metadata`` is complete for Alembic.
 """
 
-from shared.models import identity, key_values, navigation, outbox, users
+from shared.models import (
+    ap_actors,
+    ap_inbox,
+    ap_outbox,
+    identity,
+    key_values,
+    navigation,
+    outbox,
+    users,
+)
 
-__all__ = ["identity", "key_values", "navigation", "outbox", "users"]
+__all__ = [
+    "ap_actors",
+    "ap_inbox",
+    "ap_outbox",
+    "identity",
+    "key_values",
+    "navigation",
+    "outbox",
+    "users",
+]

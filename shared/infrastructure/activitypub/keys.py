@@ -1,0 +1,103 @@
+"""The one RSA keypair that every local actor (each app's and the instance actor) presents.
+
+Stored once in ``ap_keypairs``; the private key is encrypted at rest (Fernet, key derived from
+SECRET_KEY by HKDF, as for the OAuth signing keys), so a database dump alone cannot sign as us.
+Each actor has its own key id (``<actor>#main-key``) over the same public key. Created on first
+use under an advisory lock, so concurrent processes agree on one keypair; kept in memory per
+process once loaded (decrypting and parsing a PEM per signature would cost more than signing).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.config import Settings
+from shared.models.ap_actors import ApKeypair
+
+KEY_SIZE = 2048
+KEYPAIR_LOCK_ID = 0x705E_A5F1  # pg_advisory_xact_lock while the first keypair is created
+
+
+@dataclass(frozen=True)
+class ActorKeypair:
+    id: int
+    public_key_pem: str
+    private_key: rsa.RSAPrivateKey
+
+
+# Loaded keypairs by (database URL, row id); the active row id is re-read per call site that
+# asks get_keypair (one indexed query) only when the cache is empty.
+_loaded: dict[str, ActorKeypair] = {}
+
+
+def key_encryption(settings: Settings) -> Fernet:
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"rose-ash activitypub keypair"
+    ).derive(settings.secret_key.get_secret_value().encode())
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def generate_keypair() -> tuple[str, bytes]:
+    """A new RSA key: (public PEM text, private PKCS#8 PEM bytes)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return public_pem, private_pem
+
+
+def load_row(row: ApKeypair, settings: Settings) -> ActorKeypair:
+    pem = key_encryption(settings).decrypt(row.private_key_encrypted.encode())
+    private = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise TypeError("the stored ActivityPub key is not an RSA key")
+    return ActorKeypair(id=row.id, public_key_pem=row.public_key_pem, private_key=private)
+
+
+async def get_keypair(session: AsyncSession, settings: Settings) -> ActorKeypair:
+    """The active keypair, created (once, whoever asks first) on first use."""
+    cache_key = settings.database_url
+    cached = _loaded.get(cache_key)
+    if cached is not None:
+        return cached
+    row = await session.scalar(
+        select(ApKeypair).where(ApKeypair.active.is_(True)).order_by(ApKeypair.id.desc()).limit(1)
+    )
+    if row is None:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": KEYPAIR_LOCK_ID})
+        row = await session.scalar(
+            select(ApKeypair).where(ApKeypair.active.is_(True)).order_by(ApKeypair.id.desc())
+        )
+    if row is None:
+        public_pem, private_pem = generate_keypair()
+        row = ApKeypair(
+            public_key_pem=public_pem,
+            private_key_encrypted=key_encryption(settings).encrypt(private_pem).decode(),
+        )
+        session.add(row)
+        await session.flush()
+        # Not cached yet: the creating transaction may still roll back.
+        return load_row(row, settings)
+    keypair = load_row(row, settings)
+    _loaded[cache_key] = keypair
+    return keypair
+
+
+def forget_keypairs() -> None:
+    """Drop the in-memory keypairs (tests that roll back the row that created one)."""
+    _loaded.clear()
