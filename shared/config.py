@@ -178,6 +178,31 @@ class PageCacheSettings(BaseModel):
         return declared if declared is not None else self.default_ttl_seconds
 
 
+class ActivityPubSettings(BaseModel):
+    """Federation with other servers (shared.infrastructure.activitypub)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Remote fetches and deliveries refuse private, loopback and link-local addresses (SSRF)
+    # unless the host or network is listed here ("127.0.0.1", "10.0.0.0/8", "peer.localhost").
+    allowed_private_hosts: tuple[str, ...] = ()
+    # Development and tests talk to peers on loopback.
+    allow_loopback: bool = False
+    fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=1_048_576, gt=0)
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    inbox_max_bytes: int = Field(default=262_144, gt=0)
+    # Signed inbox POSTs accepted per remote host per minute (more get 429).
+    inbox_rate_limit_per_minute: int = Field(default=600, ge=1)
+    # Accepted clock skew of a signed request's Date / created (draft-cavage, RFC 9421).
+    signature_window_seconds: int = Field(default=12 * 3600, gt=0)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    delivery_concurrency: int = Field(default=64, ge=1)
+    max_delivery_attempts: int = Field(default=16, ge=1)
+    # Items per page of the outbox, followers and following collections.
+    collection_page_size: int = Field(default=20, ge=1, le=200)
+
+
 class Settings(BaseSettings):
     """Every setting the platform reads. Nested values use ``__``: ROSE_ASH_APPS__BLOG=..."""
 
@@ -244,6 +269,8 @@ class Settings(BaseSettings):
     fragments: FragmentSettings = FragmentSettings()
     # Whole pages for anonymous visitors (shared.infrastructure.page_cache).
     page_cache: PageCacheSettings = PageCacheSettings()
+    # ActivityPub federation (shared.infrastructure.activitypub).
+    activitypub: ActivityPubSettings = ActivityPubSettings()
     # Who may edit the site navigation in blog: members' emails or usernames (compared
     # case-insensitively). There is no roles system yet; empty means nobody.
     editors: tuple[str, ...] = ()

@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings, load_settings
 from shared.db import Database, create_engine, create_session_factory
+from shared.infrastructure.activitypub.install import install_activitypub
 from shared.infrastructure.context import EXTENSION_KEY, AppState, get_state
 from shared.infrastructure.errors import install_error_handlers
 from shared.infrastructure.fragments import (
@@ -89,6 +90,7 @@ def create_base_app(
     add_layout_fragments(app, LAYOUT_FRAGMENTS)
     app.context_processor(prefetch_layout_fragments)  # every page: both at once
     app.register_blueprint(metrics_bp)  # /metrics, signed like /internal/
+    install_activitypub(app)  # the app's actor, discovery, collections and inboxes
     return app
 
 
