@@ -41,6 +41,7 @@ from shared.infrastructure.metrics import metrics_bp
 from shared.infrastructure.oauth import CLIENT_APPS, install_oauth_client
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
 from shared.infrastructure.page_cache import install_page_cache
+from shared.infrastructure.page_cache_fast import install_page_cache_fast_path
 from shared.infrastructure.security import install_security
 from shared.services.outbox import has_pending_events, process_due_events
 from shared.services.registry import ServiceRegistry, build_registry
@@ -91,6 +92,7 @@ def create_base_app(
     app.context_processor(prefetch_layout_fragments)  # every page: both at once
     app.register_blueprint(metrics_bp)  # /metrics, signed like /internal/
     install_activitypub(app)  # the app's actor, discovery, collections and inboxes
+    install_page_cache_fast_path(app)  # cache hits answered before the request stack
     return app
 
 

@@ -114,15 +114,29 @@ def etag_of(body: bytes) -> str:
 # Redis
 
 
-async def read_page(redis: Redis, key: str, now: float | None = None) -> CachedPage | None:
-    """The cached page under ``key`` if it is fresh and none of its tags was purged since."""
-    raw = cast(dict[bytes, bytes], await redis.hgetall(key))
-    if not raw:
-        return None
+# One round trip for a hit: the entry and the latest purge of any of its tags, read together
+# by a script (the marker keys are stored in the entry when it is written).
+READ_PAGE_SCRIPT = """
+local raw = redis.call('HMGET', KEYS[1], 'meta', 'body', 'markers')
+if not raw[1] then return false end
+local purged = ''
+local markers = cjson.decode(raw[3] or '[]')
+if #markers > 0 then
+  local latest = nil
+  for _, value in ipairs(redis.call('MGET', unpack(markers))) do
+    local at = value and tonumber(value)
+    if at and (latest == nil or at > latest) then latest = at; purged = value end
+  end
+end
+return {raw[1], raw[2], purged}
+"""
+
+
+def parse_page(meta_raw: bytes, body: bytes, now: float) -> CachedPage | None:
     try:
-        meta = json.loads(raw[b"meta"])
+        meta = json.loads(meta_raw)
         page = CachedPage(
-            body=raw[b"body"],
+            body=body,
             content_type=str(meta["type"]),
             etag=str(meta["etag"]),
             started_at=float(meta["at"]),
@@ -131,11 +145,17 @@ async def read_page(redis: Redis, key: str, now: float | None = None) -> CachedP
         )
     except (KeyError, ValueError, TypeError):
         return None  # unreadable: a miss, overwritten by the next rendering
-    if not page.is_fresh(time.time() if now is None else now):
+    return page if page.is_fresh(now) else None
+
+
+async def read_page(redis: Redis, key: str, now: float | None = None) -> CachedPage | None:
+    """The cached page under ``key`` if it is fresh and none of its tags was purged since."""
+    found = await redis.register_script(READ_PAGE_SCRIPT)(keys=[key])
+    if not found:
         return None
-    markers = [marker for tag in page.tags for marker in purge_markers(tag)]
-    purged_at = await redis.mget(markers) if markers else []
-    if any(value is not None and float(value) >= page.started_at for value in purged_at):
+    meta_raw, body, purged = cast(list[bytes], found)
+    page = parse_page(meta_raw, body or b"", time.time() if now is None else now)
+    if page is None or (purged and float(purged) >= page.started_at):
         return None
     return page
 
@@ -148,9 +168,13 @@ async def write_page(redis: Redis, key: str, page: CachedPage) -> None:
         "ttl": page.ttl_seconds,
         "tags": list(page.tags),
     }
+    markers = [marker for tag in page.tags for marker in purge_markers(tag)]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)
-        pipe.hset(key, mapping={"meta": json.dumps(meta), "body": page.body})
+        pipe.hset(
+            key,
+            mapping={"meta": json.dumps(meta), "body": page.body, "markers": json.dumps(markers)},
+        )
         pipe.expire(key, max(page.ttl_seconds, 1))
         await pipe.execute()
 

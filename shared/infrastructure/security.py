@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from quart import Quart, Response, abort, current_app, request, session
 
-from shared.config import APP_NAMES
+from shared.config import APP_NAMES, Settings
 from shared.infrastructure.context import get_state
 
 CSRF_SESSION_KEY = "csrf_token"
@@ -79,21 +79,29 @@ def content_security_policy(form_targets: list[str]) -> str:
     )
 
 
+def security_headers(settings: Settings) -> dict[str, str]:
+    """The headers every response of an app carries (unless the view set its own)."""
+    policy = content_security_policy([settings.url_of(name) for name in APP_NAMES])
+    headers = {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+        "X-Frame-Options": "DENY",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
+    if all(settings.url_of(name).startswith("https://") for name in APP_NAMES):
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    return headers
+
+
 def install_security(app: Quart) -> None:
-    state = get_state(app)
-    policy = content_security_policy([state.settings.url_of(name) for name in APP_NAMES])
-    https = all(state.settings.url_of(name).startswith("https://") for name in APP_NAMES)
+    defaults = security_headers(get_state(app).settings)
 
     @app.after_request
     async def add_security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", policy)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if https:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        for name, value in defaults.items():
+            headers.setdefault(name, value)
         return response
 
     @app.before_request

@@ -666,3 +666,115 @@ async def test_the_account_dashboard_is_never_cached_nor_the_home_page_served_to
     visitor = await new_client(account).get("/", headers=HTML)
     assert visitor.headers[CACHE_HEADER] == "hit"
     assert "ada@example.org" not in await body(visitor)
+
+
+# --- hits answered in front of Quart (shared.infrastructure.page_cache_fast) ------------------
+
+
+def count_requests(app: Quart, seen: list[str]) -> Quart:
+    """``app`` with a before_request hook recording every request that reaches Quart."""
+
+    @app.before_request
+    async def record() -> None:
+        seen.append(request.path)
+
+    return app
+
+
+@pytest.fixture
+async def counted(
+    make_client: ClientMaker, renders: list[str], fake: FakeFederation, reached: list[str]
+) -> QuartClient:
+    build = with_federation(lambda s: count_requests(create_probe_app(s, renders), reached), fake)
+    return await make_client(build)
+
+
+@pytest.fixture
+def reached() -> list[str]:
+    return []
+
+
+async def test_a_returning_visitors_hit_never_reaches_the_request_stack(
+    counted: QuartClient, renders: list[str], reached: list[str]
+) -> None:
+    await counted.get("/page")  # rendered; the browser gets its device cookie
+    assert reached == ["/page"]
+    hit = await counted.get("/page", headers={"X-Request-ID": "fast-1"})
+    assert hit.headers[CACHE_HEADER] == "hit"
+    assert await body(hit) == "page #1"
+    assert reached == ["/page"]  # answered before Quart's hooks
+    assert hit.headers["X-Request-ID"] == "fast-1"
+    assert hit.headers["Cache-Control"] == "public, no-cache"
+    assert hit.headers["Vary"] == "Cookie"
+    assert "Set-Cookie" not in hit.headers
+    assert hit.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert hit.headers["X-Frame-Options"] == "DENY"
+    head = await counted.head("/page")
+    assert head.status_code == 200
+    assert await body(head) == ""
+    not_modified = await counted.get("/page", headers={"If-None-Match": hit.headers["ETag"]})
+    assert not_modified.status_code == 304
+    assert await body(not_modified) == ""
+    assert reached == ["/page"]
+    assert renders == ["page"]
+
+
+async def test_a_fast_hit_carries_the_same_headers_as_a_hit_through_the_stack(
+    counted: QuartClient, reached: list[str]
+) -> None:
+    await counted.get("/page")
+    fast = await counted.get("/page")
+    # a first-time browser has no device cookie: the stack answers (and sets one)
+    through_stack = await new_client(counted).get("/page")
+    assert reached == ["/page", "/page"]
+    assert through_stack.headers[CACHE_HEADER] == fast.headers[CACHE_HEADER] == "hit"
+    ignored = {"set-cookie", "x-request-id", "cache-control", "date", "content-length"}
+
+    def comparable(response: Any) -> dict[str, str]:
+        return {k.lower(): v for k, v in response.headers.items() if k.lower() not in ignored}
+
+    assert comparable(fast) == comparable(through_stack)
+    assert await body(fast) == await body(through_stack)
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({"Cookie": "market_device=abc; somebody=else"}, "another cookie"),
+        ({"Cookie": "market_device=abc; market_session=forged"}, "a session it cannot read"),
+    ],
+)
+async def test_requests_the_stack_must_see_are_passed_on(
+    counted: QuartClient, reached: list[str], headers: dict[str, str], why: str
+) -> None:
+    await counted.get("/page")
+    await new_client(counted).get("/page", headers=headers)
+    assert reached == ["/page", "/page"], why
+
+
+async def test_a_navigation_without_the_marker_takes_the_silent_sign_in_round_trip(
+    counted: QuartClient,
+) -> None:
+    await counted.get("/page")
+    response = await new_client(counted).get(
+        "/page", headers={"Cookie": "market_device=abc", **NAVIGATE}
+    )
+    assert response.status_code == 302  # the stack's silent sign-in, not the cached page
+
+
+async def test_a_members_session_is_passed_on_to_the_stack(
+    counted: QuartClient, reached: list[str]
+) -> None:
+    await counted.get("/page")
+    cookie = session_cookie(counted, {"oauth_states": [], "csrf_token": "t"})
+    response = await new_client(counted).get(
+        "/page", headers={"Cookie": f"{cookie}; market_device=abc; market_sso_checked=1"}
+    )
+    assert response.headers[CACHE_HEADER] == "bypass"
+    assert reached == ["/page", "/page"]
+    pending_only = session_cookie(counted, {"oauth_states": []})
+    anonymous = await new_client(counted).get(
+        "/page", headers={"Cookie": f"{pending_only}; market_device=abc; market_sso_checked=1"}
+    )
+    assert anonymous.headers[CACHE_HEADER] == "hit"
+    assert reached == ["/page", "/page"]  # served in front of the stack
