@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import urlopen
@@ -89,9 +90,13 @@ def to_ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def run_wrk(wrk: str, url: str, seconds: int, connections: int) -> Sample:
+def run_wrk(
+    wrk: str, url: str, seconds: int, connections: int, headers: Sequence[str] = ()
+) -> Sample:
+    """One wrk run against ``url``; ``headers`` are "Name: value" lines sent with each request."""
+    header_options = [option for header in headers for option in ("-H", header)]
     output = subprocess.run(
-        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *header_options, url],
         capture_output=True,
         text=True,
         check=True,
@@ -108,12 +113,16 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int) -> Sample:
     return Sample(rps, p50, p99, errors)
 
 
-def parse_arguments(description: str) -> argparse.Namespace:
-    """The options every benchmark here takes."""
+def parse_arguments(
+    description: str, extra: Sequence[tuple[str, int, str]] = ()
+) -> argparse.Namespace:
+    """The options every benchmark here takes, plus ``extra`` integer options of its own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=int, default=8, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     parser.add_argument("--connections", type=int, default=20)
+    for option, default, explanation in extra:
+        parser.add_argument(option, type=int, default=default, help=explanation)
     return parser.parse_args()
 
 
