@@ -11,6 +11,7 @@ from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import ConflictError, InvalidInputError
 from shared.contracts.protocols import AccountService, SsoService
 from shared.infrastructure.context import get_service
+from shared.infrastructure.member_views import do_commit_and_purge_member_views
 from shared.infrastructure.oauth import (
     do_commit_and_purge,
     do_sign_out_here,
@@ -110,6 +111,7 @@ async def change_username() -> Response | tuple[str, int]:
     except (InvalidInputError, ConflictError) as exc:
         status = 409 if isinstance(exc, ConflictError) else 422
         return await render_dashboard(user, error=str(exc), status=status)
+    await do_commit_and_purge_member_views(user.id)  # the header and directory show it
     return done("username")
 
 

@@ -26,6 +26,7 @@ from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import InvalidInputError
 from shared.contracts.protocols import AccountService, SsoService, UserService
 from shared.infrastructure.context import get_redis, get_service, get_settings
+from shared.infrastructure.member_views import do_commit_and_purge_member_views
 from shared.infrastructure.rate_limit import (
     RateDecision,
     RateLimit,
@@ -159,7 +160,10 @@ async def follow_link(token: str) -> Response:
         result = await get_service(AccountService).do_consume_sign_in_link(token)
     except InvalidInputError as exc:
         return await render_login(400, error=str(exc), next_url="/")
-    return await complete_sign_in(result.user, safe_next(result.next_url))
+    response = await complete_sign_in(result.user, safe_next(result.next_url))
+    if result.new_account:  # the member directory lists them from now on
+        await do_commit_and_purge_member_views(result.user.id)
+    return response
 
 
 async def complete_sign_in(user: UserDTO, next_url: str) -> Response:

@@ -9,6 +9,7 @@ from quart import Blueprint, Response, render_template
 from shared.contracts.errors import ConflictError, InvalidInputError
 from shared.contracts.protocols import AccountService
 from shared.infrastructure.context import get_service, get_settings
+from shared.infrastructure.member_views import do_commit_and_purge_member_views
 
 profile_bp = Blueprint("profile", __name__)
 
@@ -20,6 +21,7 @@ async def confirm_email(token: str) -> Response:
     try:
         user = await get_service(AccountService).do_confirm_email_change(token)
         email = user.email
+        await do_commit_and_purge_member_views(user.id)  # a name may come from the email
     except InvalidInputError as exc:
         status, error = 400, str(exc)
     except ConflictError:

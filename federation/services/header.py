@@ -16,3 +16,9 @@ async def get_header_account() -> HeaderAccount:
         sign_in_url=None if signed_in else "/login",
         sign_out_url="/logout" if signed_in else None,
     )
+
+
+async def get_signed_in_member_id() -> int | None:
+    """Whom the header's personalised fragments (account's auth-menu) are fetched for."""
+    signed_in = await get_signed_in()
+    return signed_in.user.id if signed_in else None

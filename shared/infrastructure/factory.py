@@ -30,8 +30,8 @@ from shared.infrastructure.fragments import (
     FragmentResult,
     FragmentSpec,
     add_layout_fragments,
-    current_member_id,
     fetch_fragments,
+    get_member_id,
     install_fragments,
 )
 from shared.infrastructure.health import health_bp
@@ -105,7 +105,7 @@ async def prefetch_layout_fragments() -> dict[str, Any]:
     if "layout_fragments" not in g:
         layout: dict[str, FragmentSpec] = current_app.extensions[LAYOUT_KEY]
         specs = {name: layout[name] for name in LAYOUT_FRAGMENTS if name in layout}
-        if current_member_id() is None:
+        if await get_member_id() is None:
             specs = {name: spec for name, spec in specs.items() if not spec.personalised}
         known: dict[FragmentSpec, FragmentResult] = g.get("fragment_results") or {}
         missing = {name: spec for name, spec in specs.items() if spec not in known}

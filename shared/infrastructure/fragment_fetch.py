@@ -201,7 +201,10 @@ class FragmentFetcher:
         try:
             html, outcome = await self.get_html(address)
         except FragmentFetchError as exc:
-            logger.warning("fragment %s/%s failed: %s", spec.app, spec.type, exc)
+            # One warning per failed fetch; the requests the failure memo answers meanwhile
+            # only count in the metrics (a warning each would flood the log of a busy page).
+            log = logger.debug if exc.remembered else logger.warning
+            log("fragment %s/%s failed: %s", spec.app, spec.type, exc)
             if not exc.remembered:
                 until = time.monotonic() + self.settings.failure_memo_seconds
                 self.failing_until[fragment_cache_key(address)] = (until, exc.outcome)

@@ -178,7 +178,21 @@ def add_layout_fragments(app: Quart, specs: Mapping[str, FragmentSpec]) -> None:
     layout.update(specs)
 
 
-def current_member_id() -> int | None:
+MEMBER_PROVIDER_KEY = "rose_ash.fragment_member"
+MemberIdProvider = Callable[[], Awaitable[int | None]]
+
+
+def set_member_provider(app: Quart, provider: MemberIdProvider) -> None:
+    """Tell the fetcher who the signed-in member is in an app that does not sign in through
+    the SSO client (federation, the authority, reads its own SSO cookie)."""
+    app.extensions[MEMBER_PROVIDER_KEY] = provider
+
+
+async def get_member_id() -> int | None:
+    """The member personalised fragments are fetched for on this request, or None."""
+    provider: MemberIdProvider | None = current_app.extensions.get(MEMBER_PROVIDER_KEY)
+    if provider is not None:
+        return await provider()
     sign_in = get_app_sign_in()
     return sign_in.user_id if sign_in is not None else None
 
@@ -194,7 +208,7 @@ async def fetch_fragments(
 ) -> dict[str, FragmentResult]:
     """Fetch every fragment of ``specs`` concurrently, by name. Personalised ones are for the
     signed-in member unless ``member_id`` is given. Raises RequiredFragmentError (503)."""
-    member = current_member_id() if member_id == CURRENT else member_id
+    member = await get_member_id() if member_id == CURRENT else member_id
     names = list(specs)
     results = await get_fetcher().fetch_all([specs[name] for name in names], member)
     by_name = dict(zip(names, results, strict=True))

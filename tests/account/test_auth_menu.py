@@ -5,17 +5,23 @@ logout route and CSRF token); the app's own rendering when account cannot answer
 from __future__ import annotations
 
 import pytest
+from quart import Quart
 from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from account.app import create_app as create_account_app
 from account.bp.fragments.auth_menu import get_initials
 from blog.app import create_app as create_blog_app
+from federation.app import create_app as create_federation_app
+from federation.services.member_session import SSO_COOKIE
 from shared.config import Settings
+from shared.infrastructure.fragments import get_fetcher
+from shared.services.sso import SqlSsoService
 from tests.conftest import ClientMaker
 from tests.fragment_support import (
     HTML,
     Stack,
+    configure,
     csrf_in,
     open_signed_in_blog,
     signed_fragment_get,
@@ -23,6 +29,7 @@ from tests.fragment_support import (
 from tests.sso_support import (
     FakeFederation,
     Member,
+    make_member,
     signed_in_as,
 )
 
@@ -131,3 +138,36 @@ async def test_visitors_get_a_sign_in_link_and_no_auth_menu_fetch(
     assert 'class="sign-in"' in page
     assert not any(call.endswith("/auth-menu") for call in stack.calls)
     assert "blog/internal/fragments/nav-tree" in stack.calls  # fetched for everyone
+
+
+async def test_federation_composes_the_auth_menu_for_the_member_of_its_own_sso_cookie(
+    make_client: ClientMaker,
+    fake: FakeFederation,
+    stack: Stack,
+    session: AsyncSession,
+    settings: Settings,
+) -> None:
+    """Federation signs members in with its own cookie, not through the SSO client: its
+    header asks account's auth-menu for that member all the same."""
+
+    def build_federation(settings: Settings) -> Quart:
+        app = create_federation_app(configure(settings))  # not an SSO client: no fake needed
+        for target in ("blog", "account"):
+            get_fetcher(app).transports[target] = stack.transport(target)
+        return app
+
+    # Federation first: its start-up seeds the OAuth clients outside the test's transaction.
+    federation = await make_client(build_federation)
+    await make_client(stack.factory("account", create_account_app, fake))
+    visitor_page = await (await federation.get("/", headers=HTML)).get_data(as_text=True)
+    assert 'class="auth-menu"' not in visitor_page
+    assert not any(call.endswith("/auth-menu") for call in stack.calls)
+
+    member = await make_member(session, settings)
+    started = await SqlSsoService(session).do_start_session(member.user.id, user_agent="test")
+    federation.set_cookie("localhost", SSO_COOKIE, started.token)
+    page = await (await federation.get("/", headers=HTML)).get_data(as_text=True)
+    header = page.split("</header>", 1)[0]
+    assert 'class="auth-menu"' in header
+    assert ">AH</a>" in header
+    assert "account/internal/fragments/auth-menu" in stack.calls

@@ -13,7 +13,10 @@ from account.services.dashboard import describe_user_agent, do_revoke_device
 from blog.app import create_app as create_blog_app
 from shared.config import Settings
 from shared.contracts.errors import NotFoundError
+from shared.infrastructure.fragment_cache import CacheAddress, fragment_cache_key
 from shared.infrastructure.grant_cache import grant_cache_key
+from shared.infrastructure.member_views import MEMBERS_PAGE_TAG
+from shared.infrastructure.page_cache import page_purged_key
 from shared.models.identity import OAuthGrant, SsoSession
 from shared.services.sso import SqlSsoService
 from tests.conftest import ClientMaker
@@ -226,6 +229,22 @@ async def test_username_change_and_its_errors(
     bad = await account.post("/profile/username", form={"csrf_token": token, "username": "A B"})
     assert bad.status_code == 422
     assert '<dd class="username">@ada_h</dd>' in await dashboard(account)
+
+
+async def test_a_username_change_purges_the_members_menu_and_the_member_directory(
+    account: QuartClient, member: Member, redis: aioredis.Redis
+) -> None:
+    """The header's auth-menu (cached per member) and federation's directory (a cached
+    anonymous page) show the member by name: both are dropped once the change is committed."""
+    mine = fragment_cache_key(CacheAddress("account", "auth-menu", None, "full", member.user.id))
+    others = fragment_cache_key(CacheAddress("account", "auth-menu", None, "full", 999_999))
+    await redis.set(mine, '{"html": "<div>ada</div>", "at": 1}')
+    await redis.set(others, '{"html": "<div>someone</div>", "at": 1}')
+    token = csrf_in(await dashboard(account))
+    await account.post("/profile/username", form={"csrf_token": token, "username": "ada_h"})
+    assert await redis.get(mine) is None
+    assert await redis.get(others) is not None  # other members' menus are still good
+    assert await redis.get(page_purged_key(MEMBERS_PAGE_TAG)) is not None
 
 
 async def test_email_change_asks_for_confirmation(account: QuartClient) -> None:
