@@ -88,7 +88,9 @@ SILENT_ERRORS = frozenset(
     {"login_required", "consent_required", "interaction_required", "account_selection_required"}
 )
 INFRASTRUCTURE_PATHS = ("/healthz", "/readyz")
-NO_SILENT_PREFIXES = ("/static/", "/auth/", "/internal/", "/api/", "/.well-known/")
+NO_SILENT_PREFIXES = ("/static/", "/auth/", "/internal/", "/api/", "/.well-known/", "/nodeinfo/")
+# Documents for other servers: no device cookie (they are public and cacheable by anyone).
+MACHINE_PREFIXES = ("/.well-known/", "/nodeinfo/")
 BOT_PATTERN = re.compile(
     r"bot|crawl|spider|slurp|archiver|facebookexternalhit|embedly|preview|monitor|"
     r"curl|wget|python-|httpx|aiohttp|go-http-client|okhttp|java/|libwww|headless",
@@ -238,6 +240,14 @@ def device_cookie(app_name: str) -> str:
 def current_path() -> str:
     query = request.query_string.decode("latin-1")
     return quote(request.path) + (f"?{query}" if query else "")
+
+
+def is_machine_document(path: str, response: Response) -> bool:
+    """A document for other servers (WebFinger, NodeInfo, ActivityPub JSON), not a page: it
+    must not carry one browser's device cookie into a shared cache."""
+    if path.startswith(MACHINE_PREFIXES):
+        return True
+    return path.startswith("/ap/") and response.mimetype != "text/html"
 
 
 def is_infrastructure_path(path: str) -> bool:
@@ -783,6 +793,8 @@ def install_oauth_client(app: Quart) -> None:
     @app.after_request
     async def set_device_cookie(response: Response) -> Response:
         if is_infrastructure_path(request.path) or request.cookies.get(device_cookie(state.name)):
+            return response
+        if is_machine_document(request.path, response):
             return response
         response.set_cookie(
             device_cookie(state.name),

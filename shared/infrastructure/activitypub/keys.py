@@ -98,6 +98,11 @@ async def get_keypair(session: AsyncSession, settings: Settings) -> ActorKeypair
     return keypair
 
 
+def get_held_keypair(settings: Settings) -> ActorKeypair | None:
+    """The keypair this process already holds, without a query (None until one was loaded)."""
+    return _loaded.get(settings.database_url)
+
+
 def forget_keypairs() -> None:
     """Drop the in-memory keypairs (tests that roll back the row that created one)."""
     _loaded.clear()
