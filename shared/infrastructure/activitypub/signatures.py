@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -405,6 +406,7 @@ def verify_request(
     return verify_cavage(request, key, window=window, now=moment)
 
 
+@functools.lru_cache(maxsize=4096)  # a remote key is parsed once per process, not per POST
 def load_public_key(pem: str) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(pem.encode())
