@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --frozen
 
-.PHONY: dev test install lint schema bench browser bench-fragments
+.PHONY: dev test install lint schema bench browser bench-fragments bench-activitypub
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -47,3 +47,6 @@ bench: install
 
 bench-fragments: install
 	$(RUN) python -m bench.fragments
+
+bench-activitypub: install
+	$(RUN) python -m bench.activitypub

@@ -247,7 +247,9 @@ def is_machine_document(path: str, response: Response) -> bool:
     must not carry one browser's device cookie into a shared cache."""
     if path.startswith(MACHINE_PREFIXES):
         return True
-    return path.startswith("/ap/") and response.mimetype != "text/html"
+    if not path.startswith("/ap/"):
+        return False
+    return request.method != "GET" or response.mimetype != "text/html"  # inbox POSTs, JSON
 
 
 def is_infrastructure_path(path: str) -> bool:
