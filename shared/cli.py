@@ -1,4 +1,4 @@
-"""The `rose-ash` command: run, serve, migrate, seed, work, dump the schema.
+"""The `rose-ash` command: run, serve, migrate, seed, work, federate, dump the schema.
 
 `dev` and `schema dump` start embedded servers, whose packages are in the dev dependency
 group only; their modules are imported inside those two commands so that production images
@@ -23,6 +23,11 @@ from sqlalchemy.pool import NullPool
 from shared.config import APP_NAMES, ConfigError, Settings, load_settings
 from shared.contracts.errors import DomainError
 from shared.db import check_database, create_engine, create_session_factory
+from shared.infrastructure.activitypub.delivery import (
+    count_by_state,
+    do_retry_deliveries,
+    list_deliveries,
+)
 from shared.migrations import do_downgrade, do_upgrade, get_current
 from shared.seed import do_seed_demo_data
 from shared.services.oauth_clients import (
@@ -245,6 +250,53 @@ def oauth_key_rotate() -> None:
 def oauth_key_prune() -> None:
     """Delete keys retired more than a day ago."""
     click.echo(f"deleted {run_domain(do_prune_signing_keys)} retired keys")
+
+
+@main.group()
+def ap() -> None:
+    """ActivityPub deliveries: what is pending, what failed for good, and retrying it."""
+
+
+@ap.command("deliveries")
+@click.option("--failed", is_flag=True, help="Only the dead letters (failed for good).")
+@click.option("--pending", is_flag=True, help="Only those waiting for an attempt.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def ap_deliveries(failed: bool, pending: bool, limit: int) -> None:
+    """List deliveries, newest first: id, state, attempts, last status, activity, inbox, error."""
+    if failed and pending:
+        raise click.UsageError("--failed and --pending exclude each other")
+    state = "failed" if failed else ("pending" if pending else None)
+    rows = run_domain(lambda session: list_deliveries(session, state=state, limit=limit))
+    click.echo("id\tstate\tattempts\tlast_status\tactivity\tinbox\tlast_error")
+    for row in rows:
+        status = "-" if row.last_status is None else str(row.last_status)
+        error = (row.last_error or "-").replace("\n", " ")
+        click.echo(
+            f"{row.id}\t{row.state}\t{row.attempts}\t{status}\t{row.activity_uri}\t"
+            f"{row.inbox}\t{error}"
+        )
+
+
+@ap.command("retry")
+@click.option("--all-failed", is_flag=True, help="Re-queue every failed delivery.")
+@click.argument("delivery_ids", nargs=-1, type=int)
+def ap_retry(all_failed: bool, delivery_ids: tuple[int, ...]) -> None:
+    """Put failed deliveries (DELIVERY_IDS, or --all-failed) back to pending, attempts reset."""
+    if all_failed == bool(delivery_ids):
+        raise click.UsageError("give delivery ids or --all-failed (not both)")
+    count = run_domain(
+        lambda session: do_retry_deliveries(session, ids=delivery_ids, all_failed=all_failed)
+    )
+    click.echo(f"re-queued {count} deliveries")
+
+
+@ap.command("stats")
+def ap_stats() -> None:
+    """Activities and deliveries per state."""
+    counts = run_domain(count_by_state)
+    for kind, states in counts.items():
+        summary = ", ".join(f"{state} {count}" for state, count in states.items()) or "none"
+        click.echo(f"{kind}: {summary}")
 
 
 @main.group()

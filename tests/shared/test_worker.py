@@ -50,7 +50,13 @@ async def test_heartbeat_job_records_the_worker_in_redis(
 ) -> None:
     worker = build_worker(settings)
     context = make_context(settings, connection, redis)
-    assert await worker.run_due_jobs(context) == ["heartbeat", "outbox"]
+    assert await worker.run_due_jobs(context) == [
+        "heartbeat",
+        "outbox",
+        "ap-activities",
+        "ap-deliveries",
+        "ap-inbox",
+    ]
     key = HEARTBEAT_KEY_PREFIX + "test-worker"
     assert float(await redis.get(key)) <= time.time()
     assert 0 < await redis.ttl(key) <= 30

@@ -1,7 +1,407 @@
-"""POST inboxes: verify, store, answer 202."""
+"""POST inboxes: verify, store, answer 202; the worker applies the effect later
+(shared.infrastructure.activitypub.inbox_processing).
+
+    POST {base}/ap/actors/<actor>/inbox   the actor's inbox (its app's host; "instance" on
+                                          federation's host)
+    POST {base}/ap/inbox                  the host's shared inbox
+
+In the order a POST meets them:
+
+    413  the body is over ``inbox_max_bytes``
+    401  no signature (no keyId to go on), whatever the body is
+    400  not JSON, or not an activity (string id, type and actor; id and actor on one host)
+    429  the signing host (the keyId's host) sent more than ``inbox_rate_limit_per_minute``
+    202  blocked: nothing stored (below)
+    401  the signature does not verify (forged, stale Date, digest mismatch, unknown or
+         unfetchable key), or the signer is not the activity's actor
+    202  stored, or already stored (a redelivery: stored once, applied once)
+
+Blocked domains and actors get **202 and nothing is stored**, as Mastodon answers them: a
+403 would tell the blocked server it is blocked and make it retry; 202 makes it stop.
+That check comes before any key lookup, so a blocked server never makes us fetch anything.
+
+Hot path: the signer's key is kept in process memory for ``KEY_CACHE_SECONDS`` by key id (no
+database round trip per POST); when a signature fails against a cached key, the key is
+fetched again once (key rotation), at most once per ``KEY_REFRESH_SECONDS`` per key so that
+forged POSTs cannot make us hammer a server. What remains per POST is one Redis pipeline
+(the rate limit), the RSA verification and one ``INSERT ... ON CONFLICT DO NOTHING``.
+
+Deleted actors: Mastodon sends ``Delete`` of an actor after the actor's key is gone (its
+document answers 410). Such a Delete is verified against the key we already hold (memory or
+``ap_remote_actors``), never fetched; if we never knew the key, it is answered 202 and
+dropped (there is nothing of that actor to delete).
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
+from quart import Blueprint, Quart, Response, current_app, request
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.config import Settings
+from shared.infrastructure.activitypub import urls
+from shared.infrastructure.activitypub.blocks import get_block_list, host_of
+from shared.infrastructure.activitypub.inbox_processing import INBOX_CHANNEL
+from shared.infrastructure.activitypub.remote import (
+    RemoteClient,
+    RemoteFetchError,
+    UnsafeUrlError,
+    get_actor_for_key,
+)
+from shared.infrastructure.activitypub.signatures import (
+    Headers,
+    IncomingRequest,
+    SignatureError,
+    signature_key_id,
+    verify_request,
+)
+from shared.infrastructure.context import get_redis, get_session, get_state
+from shared.infrastructure.rate_limit import RateLimit, RateLimiter
+from shared.infrastructure.security import csrf_exempt
+from shared.models.ap_actors import ApRemoteActor
+from shared.models.ap_inbox import ApInboxItem
+
+logger = logging.getLogger("rose_ash.activitypub.inbox")
 inbox_bp = Blueprint("ap_inbox", __name__)
+
+KEY_CACHE_SECONDS = 300.0
+KEY_REFRESH_SECONDS = 60.0
+REMOTE_CLIENT_KEY = "rose_ash_ap_inbox_client"
+MAX_URI_LENGTH = 2000  # ap_inbox_items.activity_uri / actor_uri
+MAX_TYPE_LENGTH = 40  # ap_inbox_items.activity_type
+NOTIFY_INTERVAL_SECONDS = 0.2
+
+
+class RefusedPostError(Exception):
+    """The POST is answered ``status`` with the short ``reason`` as its body."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+class DroppedPostError(Exception):
+    """The POST is answered 202 but nothing is stored (blocked; an unknown actor's Delete)."""
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the inbox needs of a posted activity (the document is stored as received)."""
+
+    id: str
+    type: str
+    actor: str
+    object_id: str | None
+    document: dict[str, Any]
+
+    @property
+    def is_actor_delete(self) -> bool:
+        return self.type == "Delete" and self.object_id == self.actor
+
+
+@dataclass(frozen=True)
+class SignerKey:
+    key_id: str
+    actor_uri: str
+    public_key_pem: str
+
+
+# Signer keys by (database URL, key id): (monotonic expiry, key).
+_keys: dict[tuple[str, str], tuple[float, SignerKey]] = {}
+# When each key was last fetched again because a signature failed (monotonic).
+_refreshed: dict[tuple[str, str], float] = {}
+# When this process last woke the workers (monotonic; see store_activity).
+_last_notify = -NOTIFY_INTERVAL_SECONDS
+
+
+def forget_remote_keys() -> None:
+    """Drop this process's cached signer keys (tests; an operator's key reset)."""
+    _keys.clear()
+    _refreshed.clear()
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@inbox_bp.post("/ap/actors/<actor>/inbox")
+@csrf_exempt
+async def actor_inbox(actor: str) -> Response:
+    """An actor's own inbox; 404 for an actor this host does not serve."""
+    if actor not in served_actors(get_state().name):
+        return refuse(404, "no such actor here")
+    return await receive_activity(actor)
+
+
+@inbox_bp.post("/ap/inbox")
+@csrf_exempt
+async def shared_inbox() -> Response:
+    return await receive_activity(None)
+
+
+@inbox_bp.after_app_serving
+async def close_remote_client() -> None:
+    client = current_app.extensions.pop(REMOTE_CLIENT_KEY, None)
+    if client is not None:
+        await client.aclose()
+
+
+def served_actors(app_name: str) -> tuple[str, ...]:
+    """The actors whose inbox this app serves: its own, and the instance actor on its host."""
+    if app_name == urls.INSTANCE_HOST_APP:
+        return (app_name, urls.INSTANCE_ACTOR)
+    return (app_name,)
+
+
+def refuse(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(reason, status=status, mimetype="text/plain", headers=headers)
+
+
+def accepted() -> Response:
+    return Response(b"", status=202)
+
+
+def get_remote_client(app: Quart | None = None) -> RemoteClient:
+    """The app's client for fetching signer keys (made on first use, closed after serving)."""
+    app = app or current_app
+    client: RemoteClient | None = app.extensions.get(REMOTE_CLIENT_KEY)
+    if client is None:
+        client = RemoteClient(get_state(app).settings)
+        app.extensions[REMOTE_CLIENT_KEY] = client
+    return client
+
+
+async def receive_activity(actor: str | None) -> Response:
+    """Verify and store one POSTed activity (see the module docstring for the answers)."""
+    settings = get_state().settings
+    try:
+        body = await read_body(settings.activitypub.inbox_max_bytes)
+        incoming = IncomingRequest(
+            method=request.method,
+            url=received_url(settings, get_state().name),
+            headers=Headers(request.headers.items()),
+            body=body,
+        )
+        key_id = find_key_id(incoming)  # unsigned: 401 whatever the body holds
+        activity = parse_activity(body)
+        await check_rate(settings, key_id)
+        session = get_session()
+        blocks = await get_block_list(session, settings.database_url)
+        if blocks.blocks(key_id, activity.actor):
+            raise DroppedPostError("blocked")
+        await check_signature(session, settings, incoming, activity, key_id)
+    except RefusedPostError as refusal:
+        return refuse(refusal.status, refusal.reason, refusal.headers)
+    except DroppedPostError as drop:
+        logger.info("inbox POST dropped: %s", drop)
+        return accepted()
+    await store_activity(session, activity, actor)
+    return accepted()
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+
+async def read_body(limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to be over ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RefusedPostError(413, "body too large")
+    data = bytearray()
+    async for chunk in request.body:
+        data.extend(chunk)
+        if len(data) > limit:
+            raise RefusedPostError(413, "body too large")
+    return bytes(data)
+
+
+def parse_activity(body: bytes) -> Activity:
+    """The posted activity, or 400: a JSON object with a string id, type and actor."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RefusedPostError(400, "not JSON") from None
+    if not isinstance(document, dict):
+        raise RefusedPostError(400, "not an activity")
+    activity_id, kind = document.get("id"), document.get("type")
+    actor = reference_id(document.get("actor"))
+    if not isinstance(activity_id, str) or not isinstance(kind, str) or actor is None:
+        raise RefusedPostError(400, "an activity needs an id, a type and an actor")
+    if len(activity_id) > MAX_URI_LENGTH or len(actor) > MAX_URI_LENGTH:
+        raise RefusedPostError(400, "id too long")
+    if len(kind) > MAX_TYPE_LENGTH:
+        raise RefusedPostError(400, "type too long")
+    if not host_of(actor) or host_of(activity_id) != host_of(actor):
+        # Otherwise a server could store an activity under another server's id first, and
+        # the real one would be taken for a redelivery.
+        raise RefusedPostError(400, "the activity id is not on the actor's host")
+    object_id = reference_id(document.get("object"))
+    return Activity(activity_id, kind, actor, object_id, document)
+
+
+def reference_id(value: Any) -> str | None:
+    """A reference's id: the string itself, or an embedded object's ``id``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+def received_url(settings: Settings, app_name: str) -> str:
+    """The URL as the sender addressed it: the Host header as received (some servers sign
+    ``host`` without the port), the raw path and query; the scheme is the app's public one
+    (TLS ends at the edge proxy, so the request we see is plain HTTP)."""
+    scheme = urlsplit(settings.url_of(app_name)).scheme
+    host = request.headers.get("Host", "")
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.path
+    query = request.query_string.decode("latin-1")
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+
+def find_key_id(incoming: IncomingRequest) -> str:
+    try:
+        key_id = signature_key_id(incoming)
+    except SignatureError as exc:
+        raise RefusedPostError(401, f"signature: {exc}") from None
+    if not host_of(key_id):
+        raise RefusedPostError(401, "signature: the keyId is not a URL")
+    return key_id
+
+
+async def check_rate(settings: Settings, key_id: str) -> None:
+    """At most ``inbox_rate_limit_per_minute`` POSTs per signing host (fails open on Redis)."""
+    rule = RateLimit("ap-inbox", settings.activitypub.inbox_rate_limit_per_minute, 60)
+    decision = await RateLimiter(get_redis()).hit(rule, host_of(key_id))
+    if not decision.allowed:
+        raise RefusedPostError(429, "rate limited", {"Retry-After": str(decision.retry_after)})
+
+
+async def check_signature(
+    session: AsyncSession,
+    settings: Settings,
+    incoming: IncomingRequest,
+    activity: Activity,
+    key_id: str,
+) -> None:
+    """401 unless the activity's actor signed the request (see the module docstring)."""
+    window = timedelta(seconds=settings.activitypub.signature_window_seconds)
+    if activity.is_actor_delete:
+        signer = await find_held_key(session, settings, key_id)
+        if signer is None:
+            raise DroppedPostError("a Delete of an actor whose key we never held")
+        verify_with(incoming, signer, window)
+    else:
+        signer = await find_signer(session, settings, key_id, refresh=False)
+        try:
+            verify_request(incoming, signer.public_key_pem, window=window)
+        except SignatureError as first_error:
+            if not claim_refresh(settings, key_id):
+                raise RefusedPostError(401, f"signature: {first_error}") from None
+            refreshed = await find_signer(session, settings, key_id, refresh=True)
+            if refreshed.public_key_pem == signer.public_key_pem:
+                raise RefusedPostError(401, f"signature: {first_error}") from None
+            signer = refreshed
+            verify_with(incoming, signer, window)
+    if signer.actor_uri != activity.actor:
+        raise RefusedPostError(401, "signature: the signer is not the activity's actor")
+
+
+def verify_with(incoming: IncomingRequest, signer: SignerKey, window: timedelta) -> None:
+    try:
+        verify_request(incoming, signer.public_key_pem, window=window)
+    except SignatureError as exc:
+        raise RefusedPostError(401, f"signature: {exc}") from None
+
+
+def claim_refresh(settings: Settings, key_id: str) -> bool:
+    """Whether the key may be fetched again now (once per KEY_REFRESH_SECONDS)."""
+    cache_key = (settings.database_url, key_id)
+    now = time.monotonic()
+    last = _refreshed.get(cache_key)
+    if last is not None and now - last < KEY_REFRESH_SECONDS:
+        return False
+    _refreshed[cache_key] = now
+    return True
+
+
+async def find_signer(
+    session: AsyncSession, settings: Settings, key_id: str, *, refresh: bool
+) -> SignerKey:
+    """The key ``key_id`` names and its owner: from memory, else the actor cache, else
+    fetched (``refresh`` fetches it again: the remote may have rotated it)."""
+    cache_key = (settings.database_url, key_id)
+    now = time.monotonic()
+    cached = _keys.get(cache_key)
+    if cached is not None and not refresh and cached[0] > now:
+        return cached[1]
+    try:
+        actor = await get_actor_for_key(
+            session, settings, get_remote_client(), key_id, refresh=refresh
+        )
+    except (RemoteFetchError, UnsafeUrlError) as exc:
+        raise RefusedPostError(401, f"signature: the key could not be fetched ({exc})") from None
+    if actor.deleted or not actor.public_key_pem:
+        raise RefusedPostError(401, "signature: the key's actor has no key")
+    if actor.key_id not in (None, key_id):
+        raise RefusedPostError(401, "signature: the actor does not present that key")
+    signer = SignerKey(key_id, actor.uri, actor.public_key_pem)
+    _keys[cache_key] = (now + KEY_CACHE_SECONDS, signer)
+    return signer
+
+
+async def find_held_key(session: AsyncSession, settings: Settings, key_id: str) -> SignerKey | None:
+    """The key as we already hold it (memory, then ``ap_remote_actors``), never fetched."""
+    cached = _keys.get((settings.database_url, key_id))
+    if cached is not None:
+        return cached[1]
+    row = (
+        await session.execute(
+            select(ApRemoteActor.uri, ApRemoteActor.public_key_pem)
+            .where(ApRemoteActor.key_id == key_id)
+            .limit(1)
+        )
+    ).first()
+    if row is None or not row.public_key_pem:
+        return None
+    return SignerKey(key_id, row.uri, row.public_key_pem)
+
+
+async def store_activity(session: AsyncSession, activity: Activity, actor: str | None) -> None:
+    """Store once: a redelivery of the same activity id changes nothing.
+
+    A new item also wakes the workers at commit (NOTIFY, in the same statement), but at most
+    once per NOTIFY_INTERVAL_SECONDS per process: PostgreSQL serialises the commits of all
+    transactions that NOTIFY (a database-wide lock held through the commit's WAL flush), which
+    would cap ingest at one commit per flush. Items stored between two notifications are
+    claimed by the batch the first one wakes, or by the workers' poll (INBOX_POLL_SECONDS).
+    """
+    global _last_notify
+    insert_item = (
+        insert(ApInboxItem)
+        .values(
+            activity_uri=activity.id,
+            activity_type=activity.type,
+            app=actor,
+            actor_uri=activity.actor,
+            document=activity.document,
+        )
+        .on_conflict_do_nothing(index_elements=["activity_uri"])
+    )
+    now = time.monotonic()
+    if now - _last_notify < NOTIFY_INTERVAL_SECONDS:
+        await session.execute(insert_item)
+        return
+    _last_notify = now
+    inserted = insert_item.returning(ApInboxItem.id).cte("inserted")
+    await session.execute(select(func.pg_notify(INBOX_CHANNEL, "")).select_from(inserted))

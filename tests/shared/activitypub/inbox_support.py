@@ -1,0 +1,200 @@
+"""What the inbox tests share: "remote" actors with keypairs of their own, served by a real
+HTTP server on 127.0.0.1 (the inbox fetches their keys over HTTP, as from any server), and
+signed POSTs through a Quart test client.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from quart import Response
+from quart.typing import TestClientProtocol as QuartClient
+
+from shared.infrastructure.activitypub.keys import generate_keypair
+from shared.infrastructure.activitypub.signatures import sign_request
+
+AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
+SECURITY_CONTEXT = "https://w3id.org/security/v1"
+ACTIVITY_JSON = "application/activity+json"
+
+
+@dataclass(frozen=True)
+class Keypair:
+    public_pem: str
+    private_key: rsa.RSAPrivateKey
+
+
+def make_keypair() -> Keypair:
+    public_pem, private_pem = generate_keypair()
+    private = serialization.load_pem_private_key(private_pem, password=None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    return Keypair(public_pem, private)
+
+
+class ActorServer:
+    """A fediverse server in miniature: answers GETs for the documents it holds (JSON, with a
+    status), 404 for anything else, and records every path asked for."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.requests: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                status, document = server.documents.get(self.path, (404, {"error": "no"}))
+                body = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ACTIVITY_JSON)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def fetches_of(self, path: str) -> int:
+        return sum(1 for requested in self.requests if requested.split("?")[0] == path)
+
+
+@dataclass
+class RemoteActor:
+    """An actor on the ActorServer, signing with ``keypair`` (which may change: rotation)."""
+
+    server: ActorServer
+    username: str
+    keypair: Keypair
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return f"/users/{self.username}"
+
+    @property
+    def uri(self) -> str:
+        return self.server.base_url + self.path
+
+    @property
+    def key_id(self) -> str:
+        return f"{self.uri}#main-key"
+
+    @property
+    def inbox(self) -> str:
+        return f"{self.uri}/inbox"
+
+    @property
+    def shared_inbox(self) -> str:
+        return f"{self.server.base_url}/inbox"
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "@context": [AS_CONTEXT, SECURITY_CONTEXT],
+            "id": self.uri,
+            "type": "Person",
+            "preferredUsername": self.username,
+            "name": self.username.title(),
+            "inbox": self.inbox,
+            "outbox": f"{self.uri}/outbox",
+            "endpoints": {"sharedInbox": self.shared_inbox},
+            "publicKey": {
+                "id": self.key_id,
+                "owner": self.uri,
+                "publicKeyPem": self.keypair.public_pem,
+            },
+            **self.extra,
+        }
+
+    def publish(self, status: int = 200) -> None:
+        """Serve the actor document (again, e.g. after a key rotation) or ``status``."""
+        self.server.documents[self.path] = (status, self.document())
+
+    def new_id(self, kind: str = "activities") -> str:
+        return f"{self.uri}/{kind}/{uuid.uuid4()}"
+
+    def activity(self, kind: str, obj: Any, **extra: Any) -> dict[str, Any]:
+        return {
+            "@context": AS_CONTEXT,
+            "id": self.new_id(),
+            "type": kind,
+            "actor": self.uri,
+            "object": obj,
+            **extra,
+        }
+
+    def note(self, content: str = "Hello from afar") -> dict[str, Any]:
+        return {
+            "id": self.new_id("notes"),
+            "type": "Note",
+            "attributedTo": self.uri,
+            "content": content,
+            "published": "2025-01-02T03:04:05Z",
+            "to": [f"{AS_CONTEXT}#Public"],
+        }
+
+
+def serve_actors() -> Iterator[ActorServer]:
+    server = ActorServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def post_signed(
+    client: QuartClient,
+    path: str,
+    activity: Any,
+    signer: RemoteActor | None,
+    *,
+    host: str = "blog.localhost",
+    keypair: Keypair | None = None,
+    key_id: str | None = None,
+    now: datetime | None = None,
+    body: bytes | None = None,
+    signed_body: bytes | None = None,
+) -> Response:
+    """POST ``activity`` (or raw ``body``) to ``path`` on ``host``, signed draft-cavage by
+    ``signer`` (unsigned when None); ``keypair``/``key_id``/``now``/``signed_body`` forge."""
+    data = body if body is not None else json.dumps(activity).encode()
+    headers = {"Host": host, "Content-Type": ACTIVITY_JSON}
+    if signer is not None:
+        headers.update(
+            sign_request(
+                "POST",
+                f"http://{host}{path}",
+                key_id=key_id or signer.key_id,
+                private_key=(keypair or signer.keypair).private_key,
+                body=signed_body if signed_body is not None else data,
+                now=now,
+            )
+        )
+    response: Response = await client.post(path, data=data, headers=headers)
+    return response

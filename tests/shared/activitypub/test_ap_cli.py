@@ -1,0 +1,196 @@
+"""`rose-ash ap`: operators see deliveries (and the dead letters) and re-queue failed ones,
+against a database of the module's own. One command runs as an operator runs it (a process
+of its own); the rest through click's runner, in a thread (the commands run their own event
+loop), which saves the seconds each interpreter takes to start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.cli import main
+from shared.config import Settings, load_settings
+from shared.db import create_session_factory
+from shared.infrastructure.activitypub.delivery import process_activities, process_deliveries
+from shared.infrastructure.activitypub.publish import emit_activity
+from shared.infrastructure.activitypub.remote import RemoteClient
+from shared.migrations import do_upgrade
+from shared.models.ap_outbox import ApDelivery
+from tests.conftest import TEST_SECRET_KEY, recreate_database
+
+REFUSED_INBOX = "http://127.0.0.1:9/inbox"  # loopback, refused unless allowed
+
+
+@pytest.fixture(scope="module")
+async def cli_url(database_url: str) -> AsyncIterator[str]:
+    parts = urlsplit(database_url)
+    url = urlunsplit(parts._replace(path=parts.path + "_ap_cli"))
+    await recreate_database(url)
+    await asyncio.to_thread(do_upgrade, url)
+    yield url
+    maintenance = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await maintenance.execute(f'DROP DATABASE IF EXISTS "{parts.path[1:]}_ap_cli" WITH (FORCE)')
+    finally:
+        await maintenance.close()
+
+
+@pytest.fixture
+async def cli_settings(cli_url: str, redis_url: str) -> Settings:
+    settings = load_settings(
+        env="test",
+        database_url=cli_url,
+        redis_url=redis_url,
+        secret_key=TEST_SECRET_KEY,
+        outbox_after_commit=False,
+    )
+    engine = create_async_engine(settings.database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE ap_activities, ap_deliveries CASCADE"))
+    await engine.dispose()
+    return settings
+
+
+@pytest.fixture
+async def engine(cli_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(cli_settings.database_url)
+    yield engine
+    await engine.dispose()
+
+
+def environment_for(settings: Settings) -> dict[str, str]:
+    return {
+        "ROSE_ASH_ENV": "test",
+        "DATABASE_URL": settings.sync_database_url,
+        "REDIS_URL": settings.redis_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+    }
+
+
+def rose_ash_process(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`rose-ash ap ...` in a process of its own."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("ROSE_ASH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "ap", *args],
+        env={**inherited, **environment_for(settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def rose_ash(settings: Settings, *args: str) -> Ran:
+    """`rose-ash ap ...` through click's runner, in a thread (it runs its own event loop)."""
+    runner = CliRunner()
+    result = await asyncio.to_thread(
+        runner.invoke, main, ["ap", *args], env=environment_for(settings)
+    )
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+async def fail_a_delivery(engine: AsyncEngine, settings: Settings) -> str:
+    """A delivery refused for good (a loopback inbox where loopback is not allowed), through
+    the real processor; returns the activity's id."""
+    strict = settings.model_copy(
+        update={"activitypub": settings.activitypub.model_copy(update={"allow_loopback": False})}
+    )
+    sessions = create_session_factory(engine)
+    async with sessions() as session:
+        emitted = await emit_activity(
+            session, strict, "blog", {"type": "Create", "object": "x:1"},
+            visibility="direct", target_inboxes=[REFUSED_INBOX],
+        )  # fmt: skip
+        await session.commit()
+    await process_activities(sessions, strict)
+    client = RemoteClient(strict)
+    try:
+        assert await process_deliveries(sessions, strict, client) == 1
+    finally:
+        await client.aclose()
+    return emitted.uri
+
+
+async def delivery_rows(engine: AsyncEngine) -> list[tuple[int, str, int, str | None]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(
+                ApDelivery.id, ApDelivery.state, ApDelivery.attempts, ApDelivery.last_error
+            ).order_by(ApDelivery.id)
+        )
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+async def test_failed_deliveries_are_listed_and_re_queued(
+    engine: AsyncEngine, cli_settings: Settings
+) -> None:
+    activity_uri = await fail_a_delivery(engine, cli_settings)
+    [(delivery_id, state, attempts, error)] = await delivery_rows(engine)
+    assert (state, attempts) == ("failed", 1)
+    assert error is not None
+
+    listed = await asyncio.to_thread(rose_ash_process, cli_settings, "deliveries", "--failed")
+    assert listed.returncode == 0, listed.stderr
+    header, *lines = listed.stdout.strip().splitlines()
+    assert header.split("\t") == [
+        "id", "state", "attempts", "last_status", "activity", "inbox", "last_error",
+    ]  # fmt: skip
+    assert len(lines) == 1
+    fields = lines[0].split("\t")
+    assert fields[:6] == [str(delivery_id), "failed", "1", "-", activity_uri, REFUSED_INBOX]
+    assert fields[6].startswith("refused")
+
+    stats = await rose_ash(cli_settings, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert stats.stdout.splitlines() == ["activities: done 1", "deliveries: failed 1"]
+
+    retried = await rose_ash(cli_settings, "retry", str(delivery_id))
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip() == "re-queued 1 deliveries"
+    assert await delivery_rows(engine) == [(delivery_id, "pending", 0, None)]
+    # nothing failed is left to list; the re-queued row shows among the pending
+    listed_again = await rose_ash(cli_settings, "deliveries", "--failed")
+    assert listed_again.stdout.strip().splitlines() == [header]
+    pending = await rose_ash(cli_settings, "deliveries", "--pending")
+    assert f"{delivery_id}\tpending\t0\t-\t{activity_uri}" in pending.stdout
+
+
+async def test_retry_all_failed_and_usage_errors(
+    engine: AsyncEngine, cli_settings: Settings
+) -> None:
+    await fail_a_delivery(engine, cli_settings)
+    await fail_a_delivery(engine, cli_settings)
+    assert [row[1] for row in await delivery_rows(engine)] == ["failed", "failed"]
+
+    retried = await rose_ash(cli_settings, "retry", "--all-failed")
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip() == "re-queued 2 deliveries"
+    assert [row[1:3] for row in await delivery_rows(engine)] == [("pending", 0), ("pending", 0)]
+
+    # a delivery that is not failed is not touched
+    again = await rose_ash(cli_settings, "retry", "--all-failed")
+    assert again.stdout.strip() == "re-queued 0 deliveries"
+
+    neither = await rose_ash(cli_settings, "retry")
+    assert neither.returncode == 2
+    assert "give delivery ids or --all-failed" in neither.stderr
+    both = await rose_ash(cli_settings, "retry", "--all-failed", "1")
+    assert both.returncode == 2
