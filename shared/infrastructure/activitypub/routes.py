@@ -110,8 +110,9 @@ def get_document_cache() -> DocumentCache:
 
 @functools.lru_cache(maxsize=512)
 def choose_representation(accept: str) -> Representation:
-    """JSON (activity+json or ld+json) when the client prefers an ActivityStreams or JSON type
-    to HTML; else HTML (browsers, ``*/*``, no Accept at all)."""
+    """HTML only for a client that asks for HTML by name (browsers do) and prefers it to JSON;
+    JSON (activity+json, or ld+json when asked for) otherwise: servers and libraries that
+    send ``*/*`` or no Accept at all (aiohttp, curl, some fediverse software) get the document."""
     best_json: tuple[float, int, Representation] | None = None
     html_q = 0.0
     for position, part in enumerate(accept.split(",")):
@@ -128,11 +129,11 @@ def choose_representation(accept: str) -> Representation:
         if media in JSON_TYPES and quality > 0:
             candidate = (quality, -position, JSON_TYPES[media])
             best_json = candidate if best_json is None else max(best_json, candidate)
-        elif media in HTML_TYPES or media in ("text/*", "*/*"):
+        elif media in HTML_TYPES:
             html_q = max(html_q, quality)
-    if best_json is not None and best_json[0] >= html_q:
-        return best_json[2]
-    return "html"
+    if html_q > 0 and (best_json is None or html_q > best_json[0]):
+        return "html"
+    return best_json[2] if best_json is not None else "activity"
 
 
 def get_representation() -> Representation:

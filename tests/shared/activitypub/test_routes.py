@@ -225,9 +225,11 @@ async def test_profile_page_counts_followers(
         (MASTODON_ACCEPT["Accept"], "activity"),
         (BROWSER["Accept"], "html"),
         ("text/html, application/activity+json;q=0.9", "html"),
-        ("*/*", "html"),
-        ("", "html"),
-        ("application/activity+json;q=0", "html"),
+        ("application/activity+json, text/html", "activity"),
+        ("*/*", "activity"),  # aiohttp's default: servers fetching keys
+        ("", "activity"),
+        ("application/activity+json;q=0", "activity"),
+        ("text/html;q=0", "activity"),
     ],
 )
 def test_choose_representation(accept: str, expected: str) -> None:
