@@ -43,8 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quart import Blueprint, Quart, Response, current_app, request
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
@@ -68,7 +67,6 @@ from shared.infrastructure.context import get_redis, get_session, get_state
 from shared.infrastructure.rate_limit import RateLimit, RateLimiter
 from shared.infrastructure.security import csrf_exempt
 from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import ApInboxItem
 
 logger = logging.getLogger("rose_ash.activitypub.inbox")
 inbox_bp = Blueprint("ap_inbox", __name__)
@@ -205,7 +203,7 @@ async def receive_activity(actor: str | None) -> Response:
     except DroppedPostError as drop:
         logger.info("inbox POST dropped: %s", drop)
         return accepted()
-    await store_activity(session, activity, actor)
+    await store_activity(session, activity, actor, body)
     return accepted()
 
 
@@ -227,9 +225,11 @@ async def read_body(limit: int) -> bytes:
 def parse_activity(body: bytes) -> Activity:
     """The posted activity, or 400: a JSON object with a string id, type and actor."""
     try:
-        document = json.loads(body)
+        document = json.loads(body.decode("utf-8"))  # stored as this text (store_activity)
     except (ValueError, UnicodeDecodeError):
-        raise RefusedPostError(400, "not JSON") from None
+        raise RefusedPostError(400, "not JSON (UTF-8)") from None
+    if b"\\u0000" in body:  # PostgreSQL's jsonb cannot hold a NUL character
+        raise RefusedPostError(400, "NUL characters are not accepted")
     if not isinstance(document, dict):
         raise RefusedPostError(400, "not an activity")
     activity_id, kind = document.get("id"), document.get("type")
@@ -377,8 +377,26 @@ async def find_held_key(session: AsyncSession, settings: Settings, key_id: str) 
     return SignerKey(key_id, row.uri, row.public_key_pem)
 
 
-async def store_activity(session: AsyncSession, activity: Activity, actor: str | None) -> None:
-    """Store once: a redelivery of the same activity id changes nothing.
+# Prepared once: the statement is compiled and cached by SQLAlchemy and asyncpg, and the
+# document goes in as the JSON text that was received (no re-serialising, no literal values
+# for SQLAlchemy to walk per request).
+INSERT_ITEM_SQL = """
+    INSERT INTO ap_inbox_items (activity_uri, activity_type, app, actor_uri, document)
+    VALUES (:activity_uri, :activity_type, :app, :actor_uri, CAST(:document AS jsonb))
+    ON CONFLICT (activity_uri) DO NOTHING
+"""
+INSERT_ITEM = text(INSERT_ITEM_SQL)
+INSERT_ITEM_AND_NOTIFY = text(
+    f"WITH inserted AS ({INSERT_ITEM_SQL} RETURNING id) "  # noqa: S608 (constant SQL)
+    "SELECT pg_notify(:channel, '') FROM inserted"
+)
+
+
+async def store_activity(
+    session: AsyncSession, activity: Activity, actor: str | None, body: bytes
+) -> None:
+    """Store once: a redelivery of the same activity id changes nothing. ``body`` is the
+    activity's JSON as received (parse_activity checked it is one JSON object).
 
     A new item also wakes the workers at commit (NOTIFY, in the same statement), but at most
     once per NOTIFY_INTERVAL_SECONDS per process: PostgreSQL serialises the commits of all
@@ -387,21 +405,16 @@ async def store_activity(session: AsyncSession, activity: Activity, actor: str |
     claimed by the batch the first one wakes, or by the workers' poll (INBOX_POLL_SECONDS).
     """
     global _last_notify
-    insert_item = (
-        insert(ApInboxItem)
-        .values(
-            activity_uri=activity.id,
-            activity_type=activity.type,
-            app=actor,
-            actor_uri=activity.actor,
-            document=activity.document,
-        )
-        .on_conflict_do_nothing(index_elements=["activity_uri"])
-    )
+    values = {
+        "activity_uri": activity.id,
+        "activity_type": activity.type,
+        "app": actor,
+        "actor_uri": activity.actor,
+        "document": body.decode("utf-8"),
+    }
     now = time.monotonic()
     if now - _last_notify < NOTIFY_INTERVAL_SECONDS:
-        await session.execute(insert_item)
+        await session.execute(INSERT_ITEM, values)
         return
     _last_notify = now
-    inserted = insert_item.returning(ApInboxItem.id).cte("inserted")
-    await session.execute(select(func.pg_notify(INBOX_CHANNEL, "")).select_from(inserted))
+    await session.execute(INSERT_ITEM_AND_NOTIFY, {**values, "channel": INBOX_CHANNEL})

@@ -270,7 +270,23 @@ async def test_what_is_not_an_activity_is_refused_400(
         {**follow, "id": "http://elsewhere.example/activities/1"},  # not on the actor's host
     ):
         assert (await post_signed(blog, SHARED, broken, alice)).status_code == 400
+    # stored as the text received: it must be UTF-8, and jsonb cannot hold a NUL
+    as_utf16 = json.dumps(follow).encode("utf-16")
+    assert (await post_signed(blog, SHARED, None, alice, body=as_utf16)).status_code == 400
+    with_nul = {**follow, "summary": "a\u0000b"}
+    assert (await post_signed(blog, SHARED, with_nul, alice)).status_code == 400
     assert await stored(session) == []
+
+
+async def test_the_stored_document_is_the_json_text_received(
+    blog: QuartClient, alice: RemoteActor, settings: Settings, session: AsyncSession
+) -> None:
+    follow = {**follow_of_blog(settings, alice), "summary": 'Grüße ☃ "quoted"'}
+    body = json.dumps(follow, ensure_ascii=False, indent=1).encode()
+    response = await post_signed(blog, SHARED, None, alice, body=body)
+    assert response.status_code == 202
+    [item] = await stored(session)
+    assert item.document == follow
 
 
 async def test_a_blocked_domain_is_answered_202_and_nothing_is_stored(
