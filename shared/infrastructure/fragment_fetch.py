@@ -97,6 +97,10 @@ class FragmentResult:
         return str(self.html)
 
 
+# How long past its timeout a probe of a failed app may take before others try too.
+PROBE_GRACE_SECONDS = 0.5
+
+
 class FragmentFetchError(Exception):
     """An upstream fetch failed: ``outcome`` is "timeout" or "error"."""
 
@@ -233,6 +237,7 @@ class FragmentFetcher:
             self.schedule_refresh(address, key)
             return cached.html, "stale"
         failing = self.failing_until.get(key)
+        probing = False
         if failing is not None:
             until, outcome = failing
             if time.monotonic() < until:
@@ -242,9 +247,16 @@ class FragmentFetcher:
                     outcome,
                     remembered=True,
                 )
-            del self.failing_until[key]
+            # This request tries the app again (a half-open circuit): until it has its answer
+            # the others keep showing the fallback instead of all waiting out the timeout.
+            probe_seconds = self.settings.timeout_for(address.type) + PROBE_GRACE_SECONDS
+            self.failing_until[key] = (time.monotonic() + probe_seconds, outcome)
+            probing = True
         self.record(address, "miss")
-        return await asyncio.shield(self.join_fetch(address, key, cache=redis is not None)), "miss"
+        html = await asyncio.shield(self.join_fetch(address, key, cache=redis is not None))
+        if probing:
+            self.failing_until.pop(key, None)  # the app answers again
+        return html, "miss"
 
     def join_fetch(self, address: CacheAddress, key: str, *, cache: bool) -> asyncio.Task[str]:
         """The fetch of ``key`` in progress in this process, started if there is none."""

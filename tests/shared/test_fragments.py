@@ -579,7 +579,8 @@ async def age_entry(redis: aioredis.Redis, key: str, *, seconds: float) -> None:
 
 async def test_a_failing_app_is_not_waited_for_again_at_once(pair: Pair) -> None:
     """After a fetch timed out, pages show the fallback without a new request (and without
-    waiting) until the failure memo expires; then one request tries the app again."""
+    waiting) until the failure memo expires; then one request tries the app again while the
+    others go on showing the fallback."""
     async with asyncio.timeout(BOUND):
         fetcher = get_fetcher(pair.blog)
         spec = FragmentSpec("cart", "slow", fallback="<a>Cart</a>")
@@ -595,5 +596,11 @@ async def test_a_failing_app_is_not_waited_for_again_at_once(pair: Pair) -> None
         assert events("timeout", "slow") == timeouts + 1  # still counted
         key = next(iter(fetcher.failing_until))
         fetcher.failing_until[key] = (time.monotonic() - 1, "timeout")  # the memo expires
-        await fetcher.fetch_one(spec, None)
-        assert pair.upstream.calls["slow"] == 2
+        probe = asyncio.create_task(fetcher.fetch_one(spec, None))
+        await asyncio.sleep(0.02)  # the probe is waiting on the app
+        started = time.perf_counter()
+        meanwhile = await fetcher.fetch_one(spec, None)  # does not queue behind the probe
+        assert (meanwhile.outcome, str(meanwhile)) == ("timeout", "<a>Cart</a>")
+        assert time.perf_counter() - started < TIMEOUT_MS / 2000
+        assert (await probe).outcome == "timeout"
+        assert pair.upstream.calls["slow"] == 2  # only the probe asked the app
