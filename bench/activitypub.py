@@ -164,6 +164,12 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=10_000, help="signed inbox POSTs")
     parser.add_argument("--followers", type=int, default=10_000)
     parser.add_argument("--inboxes", type=int, default=2_000, help="distinct shared inboxes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Hypercorn workers of blog and of the hello-world (production: 1 per replica)",
+    )
     parser.add_argument("--quick", action="store_true", help="a short run: fewer of everything")
     args = parser.parse_args()
     if args.quick:
@@ -737,8 +743,8 @@ def main() -> int:
         database_url = settings.sync_database_url
         asyncio.run(migrate_and_seed(settings))
 
-        processes.add(hypercorn("bench.hello_app:app", ports["hello"], env))
-        processes.add(hypercorn("blog.app:create_app()", ports["blog"], env))
+        processes.add(hypercorn("bench.hello_app:app", ports["hello"], env, args.workers))
+        processes.add(hypercorn("blog.app:create_app()", ports["blog"], env, args.workers))
         wait_until_up(f"http://127.0.0.1:{ports['hello']}/")
         wait_until_up(f"{blog}/healthz")
         # The first actor request creates blog's keypair; the sink checks signatures with it.
@@ -892,7 +898,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     rps = {name: median([s.requests_per_second for s in runs]) for name, runs in documents.items()}
     print(
         f"\nResults (documents: median of {args.rounds} interleaved rounds of {args.seconds} s;"
-        f" {args.connections} connections; one Hypercorn worker per server; bench-only settings:"
+        f" {args.connections} connections; {args.workers} Hypercorn worker(s) per server;"
+        " bench-only settings:"
         f" ROSE_ASH_ACTIVITYPUB__ALLOW_LOOPBACK=true,"
         f" ROSE_ASH_ACTIVITYPUB__INBOX_RATE_LIMIT_PER_MINUTE={INBOX_RATE_LIMIT})"
     )

@@ -80,11 +80,15 @@ class HangingServer:
             connection.close()
 
 
-def hypercorn(application: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def hypercorn(
+    application: str, port: int, env: dict[str, str], workers: int = 1
+) -> subprocess.Popen[bytes]:
+    """``application`` under Hypercorn with the apps' production config on 127.0.0.1."""
     command = [
         sys.executable, "-m", "hypercorn", application,
         "--config", str(PROJECT_ROOT / "blog" / "config" / "hypercorn.toml"),
         "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
     ]  # fmt: skip
     return subprocess.Popen(command, env=env, cwd=PROJECT_ROOT)
 
