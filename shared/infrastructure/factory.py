@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings, load_settings
 from shared.db import Database, create_engine, create_session_factory
+from shared.infrastructure.activitypub.inbox_fast import install_inbox_fast_path
 from shared.infrastructure.activitypub.install import install_activitypub
 from shared.infrastructure.activitypub.routes import install_activitypub_fast_path
 from shared.infrastructure.context import EXTENSION_KEY, AppState, get_state
@@ -94,7 +95,8 @@ def create_base_app(
     app.register_blueprint(metrics_bp)  # /metrics, signed like /internal/
     install_activitypub(app)  # the app's actor, discovery, collections and inboxes
     install_page_cache_fast_path(app)  # cache hits answered before the request stack
-    install_activitypub_fast_path(app)  # held actor documents and WebFinger, outermost
+    install_activitypub_fast_path(app)  # held actor documents and WebFinger
+    install_inbox_fast_path(app)  # POSTs from senders whose key is held, outermost
     return app
 
 

@@ -76,6 +76,14 @@ async def read_block_list(session: AsyncSession) -> BlockList:
     )
 
 
+def get_held_block_list(cache_key: str) -> BlockList | None:
+    """The block list this process holds, if it is recent enough to use; never reads."""
+    cached = _cached.get(cache_key)
+    if cached is not None and time.monotonic() - cached[0] < BLOCK_CACHE_SECONDS:
+        return cached[1]
+    return None
+
+
 async def get_block_list(session: AsyncSession, cache_key: str) -> BlockList:
     """The block list, read at most every BLOCK_CACHE_SECONDS per process (inbox hot path)."""
     now = time.monotonic()

@@ -360,6 +360,14 @@ async def find_signer(
     return signer
 
 
+def get_cached_signer(settings: Settings, key_id: str) -> SignerKey | None:
+    """The signer key this process holds in memory and has not let expire, or None."""
+    cached = _keys.get((settings.database_url, key_id))
+    if cached is None or cached[0] <= time.monotonic():
+        return None
+    return cached[1]
+
+
 async def find_held_key(session: AsyncSession, settings: Settings, key_id: str) -> SignerKey | None:
     """The key as we already hold it (memory, then ``ap_remote_actors``), never fetched."""
     cached = _keys.get((settings.database_url, key_id))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from quart import Quart, request
 from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -369,3 +370,79 @@ async def test_a_delete_of_a_gone_actor_is_verified_with_the_key_we_hold(
     assert (await post_signed(blog, SHARED, delete, alice)).status_code == 202
     assert len(await stored(session, str(delete["id"]))) == 1
     assert alice.server.fetches_of(alice.path) == 1  # only the first key fetch
+
+
+# --- known senders answered in front of Quart (inbox_fast.py) ---------------------------------
+
+
+@pytest.fixture
+async def counted_blog(make_client: ClientMaker, reached: list[str]) -> QuartClient:
+    def build(settings: Settings) -> Quart:
+        app = create_base_app("blog", settings=settings)
+
+        @app.before_request
+        async def record() -> None:
+            reached.append(request.path)
+
+        return app
+
+    return await make_client(build)
+
+
+@pytest.fixture
+def reached() -> list[str]:
+    return []
+
+
+def like_of(settings: Settings, actor: RemoteActor, number: int) -> dict[str, object]:
+    return {
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": f"{actor.uri}/likes/{number}",
+        "type": "Like",
+        "actor": actor.uri,
+        "object": f"{settings.url_of('blog')}/ap/objects/1",
+    }
+
+
+async def test_a_known_senders_post_is_stored_without_the_request_stack(
+    counted_blog: QuartClient,
+    alice: RemoteActor,
+    settings: Settings,
+    session: AsyncSession,
+    reached: list[str],
+) -> None:
+    first = await post_signed(counted_blog, SHARED, like_of(settings, alice, 1), alice)
+    assert first.status_code == 202
+    assert reached == [SHARED]  # the first POST fetched the key through the view
+    second = await post_signed(counted_blog, SHARED, like_of(settings, alice, 2), alice)
+    assert second.status_code == 202
+    assert await second.get_data() == b""
+    assert second.headers["X-Content-Type-Options"] == "nosniff"
+    assert reached == [SHARED]  # answered in front of Quart
+    assert [item.activity_uri for item in await stored(session)] == [
+        f"{alice.uri}/likes/1",
+        f"{alice.uri}/likes/2",
+    ]
+    redelivered = await post_signed(counted_blog, SHARED, like_of(settings, alice, 2), alice)
+    assert redelivered.status_code == 202
+    assert len(await stored(session)) == 2  # stored once
+
+
+async def test_a_known_key_with_a_bad_signature_is_left_to_the_view(
+    counted_blog: QuartClient,
+    alice: RemoteActor,
+    keypairs: tuple[Keypair, Keypair],
+    settings: Settings,
+    session: AsyncSession,
+    reached: list[str],
+) -> None:
+    await post_signed(counted_blog, SHARED, like_of(settings, alice, 1), alice)
+    forged = await post_signed(
+        counted_blog, SHARED, like_of(settings, alice, 2), alice, keypair=keypairs[1]
+    )
+    assert forged.status_code == 401
+    assert reached == [SHARED, SHARED]  # the view answered (after refetching the key once)
+    assert alice.server.fetches_of(alice.path) == 2
+    unsigned = await post_signed(counted_blog, SHARED, like_of(settings, alice, 3), None)
+    assert unsigned.status_code == 401
+    assert len(await stored(session)) == 1
