@@ -31,9 +31,11 @@ caller's session and do not commit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -262,6 +264,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every guarded pool in the process: building one loads the CA
+    bundle (tens of milliseconds), and a worker's delivery pool has several transports."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over a connection pool whose every connection is GuardedBackend's.
 
@@ -270,9 +279,9 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     """
 
     def __init__(self, policy: AddressPolicy, *, max_connections: int = 100) -> None:
-        super().__init__(trust_env=False)
+        super().__init__(verify=shared_ssl_context(), trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=shared_ssl_context(),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=30.0,
