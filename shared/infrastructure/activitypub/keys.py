@@ -9,6 +9,7 @@ process once loaded (decrypting and parsing a PEM per signature would cost more 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ class ActorKeypair:
 # Loaded keypairs by (database URL, row id); the active row id is re-read per call site that
 # asks get_keypair (one indexed query) only when the cache is empty.
 _loaded: dict[str, ActorKeypair] = {}
+_loading: dict[str, asyncio.Lock] = {}
 
 
 def key_encryption(settings: Settings) -> Fernet:
@@ -75,6 +77,20 @@ async def get_keypair(session: AsyncSession, settings: Settings) -> ActorKeypair
     cached = _loaded.get(cache_key)
     if cached is not None:
         return cached
+    # One request of the process reads and parses it; the others wait for that one. Parsing
+    # (decrypting, loading and checking an RSA key) takes tens of milliseconds of CPU: twenty
+    # requests each doing it at a cold start held the event loop for over a second.
+    lock = _loading.setdefault(cache_key, asyncio.Lock())
+    async with lock:
+        cached = _loaded.get(cache_key)
+        if cached is not None:
+            return cached
+        return await load_or_create_keypair(session, settings, cache_key)
+
+
+async def load_or_create_keypair(
+    session: AsyncSession, settings: Settings, cache_key: str
+) -> ActorKeypair:
     row = await session.scalar(
         select(ApKeypair).where(ApKeypair.active.is_(True)).order_by(ApKeypair.id.desc()).limit(1)
     )
@@ -106,3 +122,4 @@ def get_held_keypair(settings: Settings) -> ActorKeypair | None:
 def forget_keypairs() -> None:
     """Drop the in-memory keypairs (tests that roll back the row that created one)."""
     _loaded.clear()
+    _loading.clear()
