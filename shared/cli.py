@@ -23,6 +23,13 @@ from sqlalchemy.pool import NullPool
 from shared.config import APP_NAMES, ConfigError, Settings, load_settings
 from shared.contracts.errors import DomainError
 from shared.db import check_database, create_engine, create_session_factory
+from shared.infrastructure.activitypub.blocks import (
+    BLOCK_KINDS,
+    BlockKind,
+    do_block,
+    do_unblock,
+    list_blocks,
+)
 from shared.infrastructure.activitypub.delivery import (
     count_by_state,
     do_retry_deliveries,
@@ -254,7 +261,7 @@ def oauth_key_prune() -> None:
 
 @main.group()
 def ap() -> None:
-    """ActivityPub deliveries: what is pending, what failed for good, and retrying it."""
+    """ActivityPub: deliveries (pending, failed for good, retrying them) and blocks."""
 
 
 @ap.command("deliveries")
@@ -297,6 +304,44 @@ def ap_stats() -> None:
     for kind, states in counts.items():
         summary = ", ".join(f"{state} {count}" for state, count in states.items()) or "none"
         click.echo(f"{kind}: {summary}")
+
+
+@ap.group("block")
+def ap_block() -> None:
+    """Blocked domains (and their subdomains) and actors: what they send is not stored, and
+    their follows both ways are dropped. Serving processes see a change within 10 s."""
+
+
+@ap_block.command("add")
+@click.argument("kind", type=click.Choice(BLOCK_KINDS))
+@click.argument("value")
+@click.option("--reason", help="Why, for the operators who come after you.")
+def ap_block_add(kind: BlockKind, value: str, reason: str | None) -> None:
+    """Block a domain (e.g. spam.example) or an actor (its id URL)."""
+    try:
+        run_domain(lambda session: do_block(session, kind, value, reason))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"blocked {kind} {value}")
+
+
+@ap_block.command("remove")
+@click.argument("kind", type=click.Choice(BLOCK_KINDS))
+@click.argument("value")
+def ap_block_remove(kind: BlockKind, value: str) -> None:
+    """Lift a block (the follows it dropped are not restored)."""
+    if not run_domain(lambda session: do_unblock(session, kind, value)):
+        raise click.ClickException(f"{kind} {value} is not blocked")
+    click.echo(f"unblocked {kind} {value}")
+
+
+@ap_block.command("list")
+def ap_block_list() -> None:
+    """Every block: kind, value, since, reason."""
+    click.echo("kind\tvalue\tsince\treason")
+    for block in run_domain(list_blocks):
+        since = block.created_at.strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{block.kind}\t{block.value}\t{since}\t{block.reason or '-'}")
 
 
 @main.group()

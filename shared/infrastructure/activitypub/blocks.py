@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -127,6 +128,22 @@ async def do_block(
         await session.execute(delete(ApFollower).where(ApFollower.remote_actor_id.in_(actor_ids)))
         await session.execute(delete(ApFollowing).where(ApFollowing.remote_actor_id.in_(actor_ids)))
     forget_blocks()
+
+
+@dataclass(frozen=True)
+class BlockView:
+    kind: str
+    value: str
+    reason: str | None
+    created_at: datetime
+
+
+async def list_blocks(session: AsyncSession) -> list[BlockView]:
+    """Every block, oldest first (for operators)."""
+    rows = await session.execute(
+        select(ApBlock.kind, ApBlock.value, ApBlock.reason, ApBlock.created_at).order_by(ApBlock.id)
+    )
+    return [BlockView(*row) for row in rows]
 
 
 async def do_unblock(session: AsyncSession, kind: BlockKind, value: str) -> bool:

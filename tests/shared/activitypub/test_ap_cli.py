@@ -194,3 +194,34 @@ async def test_retry_all_failed_and_usage_errors(
     assert "give delivery ids or --all-failed" in neither.stderr
     both = await rose_ash(cli_settings, "retry", "--all-failed", "1")
     assert both.returncode == 2
+
+
+async def test_operators_block_list_and_unblock_domains_and_actors(
+    engine: AsyncEngine, cli_settings: Settings
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE ap_blocks"))
+    added = await rose_ash(
+        cli_settings, "block", "add", "domain", "Spam.Example", "--reason", "spam"
+    )
+    assert added.returncode == 0, added.stderr
+    actor = "https://other.example/users/troll"
+    assert (
+        await rose_ash(cli_settings, "block", "add", "actor", actor + "#main-key")
+    ).returncode == 0
+    listed = await rose_ash(cli_settings, "block", "list")
+    header, *rows = listed.stdout.strip().splitlines()
+    assert header.split("\t") == ["kind", "value", "since", "reason"]
+    assert [row.split("\t")[:2] + row.split("\t")[3:] for row in rows] == [
+        ["domain", "spam.example", "spam"],
+        ["actor", actor, "-"],
+    ]
+    removed = await rose_ash(cli_settings, "block", "remove", "domain", "spam.example")
+    assert removed.returncode == 0, removed.stderr
+    again = await rose_ash(cli_settings, "block", "remove", "domain", "spam.example")
+    assert again.returncode == 1
+    assert "is not blocked" in again.stderr
+    wrong = await rose_ash(cli_settings, "block", "add", "server", "x.example")
+    assert wrong.returncode == 2
+    rows_left = await rose_ash(cli_settings, "block", "list")
+    assert len(rows_left.stdout.strip().splitlines()) == 2  # header and the actor
