@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from quart import Quart
 from redis.exceptions import RedisError
 
+from shared.config import APP_NAMES
 from shared.infrastructure.activitypub.blocks import get_held_block_list, host_of
 from shared.infrastructure.activitypub.inbox import (
     RefusedPostError,
@@ -212,5 +213,7 @@ def replay(body: bytes, complete: bool, receive: Receive) -> Receive:
 
 
 def install_inbox_fast_path(app: Quart) -> None:
+    if get_state(app).name not in APP_NAMES:
+        return  # not one of the platform's apps: it has no actor, so no inbox
     inner = cast(ASGIApp, app.asgi_app)
     app.asgi_app = InboxFastPath(app, inner)  # type: ignore[method-assign,assignment]
