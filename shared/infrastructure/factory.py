@@ -7,9 +7,7 @@ are created in the serving lifecycle and kept on the app, never at import time.
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from shared.db import Database, create_engine, create_session_factory
 from shared.infrastructure.activitypub.inbox_fast import install_inbox_fast_path
 from shared.infrastructure.activitypub.install import install_activitypub
 from shared.infrastructure.activitypub.routes import install_activitypub_fast_path
+from shared.infrastructure.asgi import choose_request_id
 from shared.infrastructure.context import EXTENSION_KEY, AppState, get_state
 from shared.infrastructure.errors import install_error_handlers
 from shared.infrastructure.fragments import (
@@ -49,7 +48,6 @@ from shared.services.outbox import has_pending_events, process_due_events
 from shared.services.registry import ServiceRegistry, build_registry
 
 SHARED_STATIC = Path(__file__).resolve().parent.parent / "static"
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_logger = logging.getLogger("rose_ash.access")
 # What every page's layout composes (shared/templates/_header.html; README "Fragment catalogue").
 LAYOUT_FRAGMENTS = {
@@ -163,8 +161,7 @@ def install_request_context(app: Quart) -> None:
 
     @app.before_request
     async def start_request() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+        request_id = choose_request_id(request.headers.get("X-Request-ID", ""))
         g.request_id = request_id
         g.started_at = time.perf_counter()
         request_id_var.set(request_id)

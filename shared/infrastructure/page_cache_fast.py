@@ -23,19 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast
 
 from itsdangerous import BadSignature
 from quart import Quart
 from redis.exceptions import RedisError
 from werkzeug.http import parse_cookie, parse_etags
 
+from shared.infrastructure.asgi import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    encode_security_headers,
+    install_in_front,
+    send_answer,
+)
 from shared.infrastructure.context import get_state
-from shared.infrastructure.logging import app_name_var, request_id_var
 from shared.infrastructure.oauth import CLIENT_APPS, device_cookie, silent_marker_cookie
 from shared.infrastructure.page_cache import (
     ANONYMOUS_SESSION_KEYS,
@@ -46,17 +50,8 @@ from shared.infrastructure.page_cache import (
     page_cache_key,
     read_page,
 )
-from shared.infrastructure.security import security_headers
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("rose_ash.page_cache")
-access_logger = logging.getLogger("rose_ash.access")
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class PageCacheFastPath:
@@ -72,10 +67,7 @@ class PageCacheFastPath:
         self.marker_cookie = silent_marker_cookie(self.name)
         self.device_cookie = device_cookie(self.name)
         self.needs_device_cookie = self.name in CLIENT_APPS
-        self.static_headers = [
-            (name.lower().encode(), value.encode())
-            for name, value in security_headers(self.settings).items()
-        ]
+        self.static_headers = encode_security_headers(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
@@ -132,42 +124,29 @@ class PageCacheFastPath:
         self, scope: Scope, headers: dict[bytes, bytes], page: CachedPage, send: Send
     ) -> None:
         started = time.perf_counter()
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
-        request_id_var.set(request_id)
-        app_name_var.set(self.name)
         etags = parse_etags(headers.get(b"if-none-match", b"").decode("latin-1") or None)
         not_modified = etags.contains_weak(page.etag) or etags.star_tag
-        status = 304 if not_modified else 200
         response_headers = [
             (b"etag", f'"{page.etag}"'.encode()),
             (b"cache-control", PUBLIC.encode()),
             (b"vary", b"Cookie"),
             (CACHE_HEADER.lower().encode(), b"hit"),
-            (b"x-request-id", request_id.encode()),
             *self.static_headers,
         ]
-        body = b"" if not_modified else page.body
         if not not_modified:
             response_headers += [
                 (b"content-type", page.content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
+                (b"content-length", str(len(page.body)).encode()),
             ]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        payload = b"" if scope["method"] == "HEAD" else body
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
-        access_logger.info(
-            "%s %s %s",
-            scope["method"],
-            scope["path"],
-            status,
-            extra={
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "page_cache": "hit",
-            },
+        await send_answer(
+            scope,
+            send,
+            app_name=self.name,
+            status=304 if not_modified else 200,
+            headers=response_headers,
+            body=b"" if not_modified else page.body,
+            started=started,
+            log_extra={"page_cache": "hit"},
         )
 
 
@@ -184,6 +163,4 @@ def request_headers(scope: Scope) -> dict[bytes, bytes]:
 
 
 def install_page_cache_fast_path(app: Quart) -> None:
-    inner = cast(ASGIApp, app.asgi_app)
-    # Quart documents wrapping its asgi_app this way (Quart.asgi_app's docstring).
-    app.asgi_app = PageCacheFastPath(app, inner)  # type: ignore[method-assign,assignment]
+    install_in_front(app, PageCacheFastPath)

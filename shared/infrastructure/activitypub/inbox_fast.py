@@ -16,10 +16,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
-from typing import Any, cast
+from typing import cast
 from urllib.parse import urlsplit
 
 from quart import Quart
@@ -41,22 +39,23 @@ from shared.infrastructure.activitypub.signatures import (
     signature_key_id,
     verify_request,
 )
+from shared.infrastructure.asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    encode_security_headers,
+    header_of,
+    install_in_front,
+    send_answer,
+)
 from shared.infrastructure.context import get_state
-from shared.infrastructure.logging import app_name_var, request_id_var
 from shared.infrastructure.rate_limit import RateLimit, RateLimiter
-from shared.infrastructure.security import security_headers
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("rose_ash.activitypub.inbox")
-access_logger = logging.getLogger("rose_ash.access")
 ACTOR_INBOX = re.compile(r"^/ap/actors/([^/]+)/inbox$")
 SHARED_INBOX = "/ap/inbox"
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class InboxFastPath:
@@ -71,10 +70,7 @@ class InboxFastPath:
         self.scheme = urlsplit(self.settings.url_of(self.name)).scheme
         self.window = timedelta(seconds=self.settings.activitypub.signature_window_seconds)
         self.rule = RateLimit("ap-inbox", self.settings.activitypub.inbox_rate_limit_per_minute, 60)
-        self.static_headers = [
-            (name.lower().encode(), value.encode())
-            for name, value in security_headers(self.settings).items()
-        ]
+        self.static_headers = encode_security_headers(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         inbox = self.inbox_of(scope)
@@ -110,7 +106,7 @@ class InboxFastPath:
         """The whole body when it is within the inbox's limit (else what was read, with False:
         the view reads the rest and answers 413)."""
         limit = self.settings.activitypub.inbox_max_bytes
-        declared = header(scope, b"content-length")
+        declared = header_of(scope, b"content-length")
         if declared and (not declared.isdigit() or int(declared) > limit):
             return b"", False
         chunks: list[bytes] = []
@@ -133,7 +129,7 @@ class InboxFastPath:
         query = bytes(scope.get("query_string", b"")).decode("latin-1")
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope["path"]
-        url = f"{self.scheme}://{header(scope, b'host')}{path}" + (f"?{query}" if query else "")
+        url = f"{self.scheme}://{header_of(scope, b'host')}{path}" + (f"?{query}" if query else "")
         headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
         incoming = IncomingRequest(method="POST", url=url, headers=headers, body=body)
         try:
@@ -166,36 +162,10 @@ class InboxFastPath:
         return True
 
     async def send_accepted(self, scope: Scope, send: Send, started: float) -> None:
-        incoming = header(scope, b"x-request-id")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
-        request_id_var.set(request_id)
-        app_name_var.set(self.name)
-        headers = [
-            (b"content-length", b"0"),
-            (b"x-request-id", request_id.encode()),
-            *self.static_headers,
-        ]
-        await send({"type": "http.response.start", "status": 202, "headers": headers})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        access_logger.info(
-            "%s %s %s",
-            "POST",
-            scope["path"],
-            202,
-            extra={
-                "method": "POST",
-                "path": scope["path"],
-                "status": 202,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
+        headers = [(b"content-length", b"0"), *self.static_headers]
+        await send_answer(
+            scope, send, app_name=self.name, status=202, headers=headers, body=b"", started=started
         )
-
-
-def header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if bytes(key).lower() == name:
-            return bytes(value).decode("latin-1")
-    return ""
 
 
 def replay(body: bytes, complete: bool, receive: Receive) -> Receive:
@@ -215,5 +185,4 @@ def replay(body: bytes, complete: bool, receive: Receive) -> Receive:
 def install_inbox_fast_path(app: Quart) -> None:
     if get_state(app).name not in APP_NAMES:
         return  # not one of the platform's apps: it has no actor, so no inbox
-    inner = cast(ASGIApp, app.asgi_app)
-    app.asgi_app = InboxFastPath(app, inner)  # type: ignore[method-assign,assignment]
+    install_in_front(app, InboxFastPath)

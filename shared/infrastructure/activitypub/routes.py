@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from quart import Blueprint, Quart, Response, current_app, redirect, render_template, request
@@ -39,19 +36,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import APP_LABELS, Settings
 from shared.infrastructure.activitypub import collections, documents, keys, urls
 from shared.infrastructure.activitypub.collections import Page, PageQuery
+from shared.infrastructure.asgi import (
+    ASGIApp,
+    HeaderList,
+    Receive,
+    Scope,
+    Send,
+    encode_security_headers,
+    header_of,
+    install_in_front,
+    send_answer,
+)
 from shared.infrastructure.context import get_session, get_settings, get_state
 from shared.infrastructure.errors import render_error
-from shared.infrastructure.logging import app_name_var, request_id_var
-from shared.infrastructure.security import security_headers
 
 activitypub_bp = Blueprint("activitypub", __name__)
-access_logger = logging.getLogger("rose_ash.access")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 Representation = Literal["activity", "ld", "html"]
 CollectionKind = Literal["outbox", "followers", "following"]
@@ -62,7 +61,6 @@ CORS_ANY = {"Access-Control-Allow-Origin": "*"}
 FALLBACK_VERSION = "0.1.0"
 ACTOR_PATH = re.compile(r"^/ap/actors/([a-z]+)$")
 WEBFINGER_PATH = "/.well-known/webfinger"
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 JSON_TYPES: dict[str, Representation] = {
     "application/activity+json": "activity",
@@ -464,10 +462,7 @@ class ActivityPubFastPath:
         state = get_state(app)
         self.name = state.name
         self.settings = state.settings
-        self.static_headers = [
-            (name.lower().encode(), value.encode())
-            for name, value in security_headers(self.settings).items()
-        ]
+        self.static_headers = encode_security_headers(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -477,7 +472,7 @@ class ActivityPubFastPath:
                 return
         await self.inner(scope, receive, send)
 
-    def find_kept(self, scope: Scope) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+    def find_kept(self, scope: Scope) -> tuple[bytes, HeaderList] | None:
         """The kept body and its own headers for this request, or None."""
         cache: DocumentCache | None = self.app.extensions.get(CACHE_EXTENSION_KEY)
         if cache is None:
@@ -501,9 +496,7 @@ class ActivityPubFastPath:
             (b"cache-control", DOCUMENT_CACHE_CONTROL.encode()),
         ]
 
-    def find_webfinger(
-        self, cache: DocumentCache, scope: Scope
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+    def find_webfinger(self, cache: DocumentCache, scope: Scope) -> tuple[bytes, HeaderList] | None:
         query = bytes(scope.get("query_string", b"")).decode("latin-1")
         resources = parse_qs(query).get("resource")
         if not resources:
@@ -521,47 +514,26 @@ class ActivityPubFastPath:
         ]
 
     async def send_kept(
-        self, scope: Scope, body: bytes, own_headers: list[tuple[bytes, bytes]], send: Send
+        self, scope: Scope, body: bytes, own_headers: HeaderList, send: Send
     ) -> None:
-        started = time.perf_counter()
-        incoming = header_of(scope, b"x-request-id")
-        request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
-        request_id_var.set(request_id)
-        app_name_var.set(self.name)
         headers = [
             *own_headers,
             (b"content-length", str(len(body)).encode()),
             (b"access-control-allow-origin", b"*"),
-            (b"x-request-id", request_id.encode()),
             *self.static_headers,
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        payload = b"" if scope["method"] == "HEAD" else body
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
-        access_logger.info(
-            "%s %s %s",
-            scope["method"],
-            scope["path"],
-            200,
-            extra={
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": 200,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
+        await send_answer(
+            scope,
+            send,
+            app_name=self.name,
+            status=200,
+            headers=headers,
+            body=body,
+            started=time.perf_counter(),
         )
-
-
-def header_of(scope: Scope, name: bytes) -> str:
-    """The first request header ``name`` (lower-case) as text, or ""."""
-    for key, value in scope.get("headers", ()):
-        if bytes(key).lower() == name:
-            return bytes(value).decode("latin-1")
-    return ""
 
 
 def install_activitypub_fast_path(app: Quart) -> None:
     """Wrap the app so kept actor documents and WebFinger answers skip the request stack.
     Install it last (outermost): nothing before it needs to see these requests."""
-    inner = cast(ASGIApp, app.asgi_app)
-    app.asgi_app = ActivityPubFastPath(app, inner)  # type: ignore[method-assign,assignment]
+    install_in_front(app, ActivityPubFastPath)
