@@ -8,7 +8,6 @@ keys over HTTP, as it would from any server.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import do_block, forget_blocks
+from shared.infrastructure.activitypub.blocks import do_block
 from shared.infrastructure.activitypub.inbox import forget_remote_keys
-from shared.infrastructure.activitypub.keys import forget_keypairs
 from shared.infrastructure.factory import create_base_app
 from shared.models.ap_actors import ApRemoteActor
 from shared.models.ap_inbox import ApInboxItem
@@ -30,42 +28,13 @@ from tests.shared.activitypub.inbox_support import (
     ActorServer,
     Keypair,
     RemoteActor,
-    make_keypair,
     post_signed,
-    serve_actors,
 )
 
 SHARED = "/ap/inbox"
 
 
-@pytest.fixture(scope="module")
-def keypairs() -> tuple[Keypair, Keypair]:
-    """Two keypairs (RSA generation is slow): alice's, and another (forger's, rotated)."""
-    return make_keypair(), make_keypair()
-
-
-@pytest.fixture(scope="module")
-def actor_server() -> Iterator[ActorServer]:
-    yield from serve_actors()
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches(actor_server: ActorServer) -> Iterator[None]:
-    """Each test's rows are rolled back: drop what processes keep of them in memory."""
-    for forget in (forget_remote_keys, forget_blocks, forget_keypairs):
-        forget()
-    actor_server.documents.clear()
-    actor_server.requests.clear()
-    yield
-    for forget in (forget_remote_keys, forget_blocks, forget_keypairs):
-        forget()
-
-
-@pytest.fixture
-def alice(actor_server: ActorServer, keypairs: tuple[Keypair, Keypair]) -> RemoteActor:
-    actor = RemoteActor(actor_server, "alice", keypairs[0])
-    actor.publish()
-    return actor
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ inbox matters); "remote" actors are served by a real HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,10 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from shared.config import Settings
 from shared.db import create_session_factory
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import do_block, forget_blocks
-from shared.infrastructure.activitypub.inbox import forget_remote_keys
+from shared.infrastructure.activitypub.blocks import do_block
 from shared.infrastructure.activitypub.inbox_processing import process_inbox_items
-from shared.infrastructure.activitypub.keys import forget_keypairs
 from shared.infrastructure.activitypub.remote import RemoteClient, get_remote_actor
 from shared.infrastructure.factory import create_base_app
 from shared.models.ap_actors import ApRemoteActor
@@ -39,38 +37,10 @@ from tests.shared.activitypub.inbox_support import (
     ActorServer,
     Keypair,
     RemoteActor,
-    make_keypair,
     post_signed,
-    serve_actors,
 )
 
-
-@pytest.fixture(scope="module")
-def keypairs() -> tuple[Keypair, Keypair]:
-    return make_keypair(), make_keypair()
-
-
-@pytest.fixture(scope="module")
-def actor_server() -> Iterator[ActorServer]:
-    yield from serve_actors()
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches(actor_server: ActorServer) -> Iterator[None]:
-    for forget in (forget_remote_keys, forget_blocks, forget_keypairs):
-        forget()
-    actor_server.documents.clear()
-    actor_server.requests.clear()
-    yield
-    for forget in (forget_remote_keys, forget_blocks, forget_keypairs):
-        forget()
-
-
-@pytest.fixture
-def alice(actor_server: ActorServer, keypairs: tuple[Keypair, Keypair]) -> RemoteActor:
-    actor = RemoteActor(actor_server, "alice", keypairs[0])
-    actor.publish()
-    return actor
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 @pytest.fixture
