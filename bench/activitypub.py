@@ -69,6 +69,7 @@ from shared.config import Settings, load_settings
 from shared.db import create_engine, create_session_factory
 from shared.devrunner import migrate_and_seed
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.infrastructure.activitypub.keys import generate_keypair
 from shared.infrastructure.activitypub.publish import PublishableObject, publish
 from shared.infrastructure.activitypub.signatures import sign_request
 from shared.serving import PROJECT_ROOT
@@ -714,19 +715,7 @@ def main() -> int:
         inbox_url = f"{blog}/ap/actors/blog/inbox"
         object_uri = f"{blog}/ap/objects/{uuid.uuid4()}"
         actors = remote_actors()
-        remote_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        remote_public = (
-            remote_key.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
-        remote_private = remote_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        remote_public, remote_private = generate_keypair()  # the remote actors' one key
         # Signing N requests takes a while: on both cores, while the servers start.
         pool = multiprocessing.get_context("fork").Pool(
             min(2, os.cpu_count() or 1), initializer=load_signing_key, initargs=(remote_private,)

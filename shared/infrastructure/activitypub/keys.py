@@ -47,14 +47,19 @@ def key_encryption(settings: Settings) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(derived))
 
 
-def generate_keypair() -> tuple[str, bytes]:
-    """A new RSA key: (public PEM text, private PKCS#8 PEM bytes)."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
-    public_pem = (
+def public_pem_of(private: rsa.RSAPrivateKey) -> str:
+    """The public half of ``private`` as the PEM text actor documents carry."""
+    return (
         private.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
+
+
+def generate_keypair() -> tuple[str, bytes]:
+    """A new RSA key: (public PEM text, private PKCS#8 PEM bytes)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
+    public_pem = public_pem_of(private)
     private_pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

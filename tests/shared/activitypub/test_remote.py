@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import keys, urls
+from shared.infrastructure.activitypub.keys import public_pem_of
 from shared.infrastructure.activitypub.remote import (
     AddressPolicy,
     InvalidDocumentError,
@@ -171,14 +171,6 @@ async def strict(settings: Settings) -> AsyncIterator[RemoteClient]:
 
 
 # --- remote actors as documents ----------------------------------------------------------
-
-
-def public_pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
 
 
 @pytest.fixture(scope="module")
@@ -481,7 +473,7 @@ def plain_actor(pem: str, **changes: Any) -> dict[str, Any]:
 
 
 def test_parse_actor_reads_a_valid_actor(key_a: rsa.RSAPrivateKey) -> None:
-    pem = public_pem(key_a)
+    pem = public_pem_of(key_a)
     actor = parse_actor(
         plain_actor(pem, type=["Service"], endpoints={"sharedInbox": "https://peer.example/inbox"}),
         URI,
@@ -500,11 +492,11 @@ def test_parse_actor_picks_the_named_key_from_a_list(
     key_a: rsa.RSAPrivateKey, key_b: rsa.RSAPrivateKey
 ) -> None:
     keys_listed = [
-        {"id": f"{URI}#main-key", "owner": URI, "publicKeyPem": public_pem(key_a)},
-        {"id": f"{URI}#other-key", "owner": URI, "publicKeyPem": public_pem(key_b)},
+        {"id": f"{URI}#main-key", "owner": URI, "publicKeyPem": public_pem_of(key_a)},
+        {"id": f"{URI}#other-key", "owner": URI, "publicKeyPem": public_pem_of(key_b)},
     ]
     actor = parse_actor(plain_actor("", publicKey=keys_listed), URI, key_id=f"{URI}#other-key")
-    assert (actor.key_id, actor.public_key_pem) == (f"{URI}#other-key", public_pem(key_b))
+    assert (actor.key_id, actor.public_key_pem) == (f"{URI}#other-key", public_pem_of(key_b))
 
 
 @pytest.mark.parametrize(
@@ -537,7 +529,7 @@ def test_parse_actor_refuses_what_cannot_be_trusted(
     key_a: rsa.RSAPrivateKey, changes: dict[str, Any], reason: str
 ) -> None:
     with pytest.raises(InvalidDocumentError, match=reason):
-        parse_actor(plain_actor(public_pem(key_a), **changes), URI)
+        parse_actor(plain_actor(public_pem_of(key_a), **changes), URI)
 
 
 # --- the actor cache -----------------------------------------------------------------------
@@ -550,7 +542,7 @@ async def test_an_actor_is_fetched_once_then_served_from_the_cache(
     peer: FakePeer,
     key_a: rsa.RSAPrivateKey,
 ) -> None:
-    document = actor_document(peer, "alice", public_pem(key_a))
+    document = actor_document(peer, "alice", public_pem_of(key_a))
     peer.serve_json("/users/alice", document)
     uri = document["id"]
     actor = await get_remote_actor(session, settings, client, uri + "#main-key")
@@ -587,7 +579,7 @@ async def test_an_actor_whose_id_is_not_its_url_is_refused(
     key_a: rsa.RSAPrivateKey,
 ) -> None:
     """bob's URL serves a document claiming to be alice: nothing is cached under either."""
-    peer.serve_json("/users/bob", actor_document(peer, "alice", public_pem(key_a)))
+    peer.serve_json("/users/bob", actor_document(peer, "alice", public_pem_of(key_a)))
     with pytest.raises(InvalidDocumentError, match="not the URL it was fetched from"):
         await get_remote_actor(session, settings, client, peer.url("/users/bob"))
     assert await session.scalar(select(ApRemoteActor.id)) is None
@@ -602,21 +594,21 @@ async def test_a_rotated_key_is_fetched_again_on_refresh(
     key_b: rsa.RSAPrivateKey,
 ) -> None:
     key_id = peer.url("/users/alice") + "#main-key"
-    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem(key_a)))
+    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem_of(key_a)))
     first = await get_actor_for_key(session, settings, client, key_id)
-    assert first.public_key_pem == public_pem(key_a)
+    assert first.public_key_pem == public_pem_of(key_a)
 
-    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem(key_b)))
+    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem_of(key_b)))
     cached = await get_actor_for_key(session, settings, client, key_id)
-    assert cached.public_key_pem == public_pem(key_a)
+    assert cached.public_key_pem == public_pem_of(key_a)
     assert peer.hits("/users/alice") == 1
 
     rotated = await get_actor_for_key(session, settings, client, key_id, refresh=True)
-    assert rotated.public_key_pem == public_pem(key_b)
+    assert rotated.public_key_pem == public_pem_of(key_b)
     assert peer.hits("/users/alice") == 2
     stored = await get_cached_actor(session, rotated.uri)
     assert stored is not None
-    assert stored.public_key_pem == public_pem(key_b)
+    assert stored.public_key_pem == public_pem_of(key_b)
 
 
 async def test_a_separate_key_document_leads_to_its_owner(
@@ -628,7 +620,7 @@ async def test_a_separate_key_document_leads_to_its_owner(
 ) -> None:
     key_id = peer.url("/keys/alice")
     owner = peer.url("/users/alice")
-    pem = public_pem(key_a)
+    pem = public_pem_of(key_a)
     peer.serve_json(
         "/keys/alice",
         {"id": key_id, "type": "CryptographicKey", "owner": owner, "publicKeyPem": pem},
@@ -652,9 +644,9 @@ async def test_a_key_whose_owner_does_not_present_it_is_refused(
     key_id = peer.url("/keys/forged")
     owner = peer.url("/users/alice")
     peer.serve_json(
-        "/keys/forged", {"id": key_id, "owner": owner, "publicKeyPem": public_pem(key_a)}
+        "/keys/forged", {"id": key_id, "owner": owner, "publicKeyPem": public_pem_of(key_a)}
     )
-    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem(key_a)))
+    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem_of(key_a)))
     with pytest.raises(InvalidDocumentError, match="does not present the key"):
         await get_actor_for_key(session, settings, client, key_id)
 
@@ -675,7 +667,7 @@ async def test_a_gone_actor_is_marked_deleted(
     peer: FakePeer,
     key_a: rsa.RSAPrivateKey,
 ) -> None:
-    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem(key_a)))
+    peer.serve_json("/users/alice", actor_document(peer, "alice", public_pem_of(key_a)))
     uri = peer.url("/users/alice")
     assert (await get_remote_actor(session, settings, client, uri)).deleted is False
     peer.routes["/users/alice"] = Reply(410, b"")

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
 from werkzeug.datastructures import Headers as WerkzeugHeaders
 
+from shared.infrastructure.activitypub.keys import public_pem_of
 from shared.infrastructure.activitypub.signatures import (
     IncomingRequest,
     SignatureError,
@@ -34,14 +35,6 @@ NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 KEY_ID = "https://peer.example/users/alice#main-key"
 INBOX = "https://blog.example/ap/actors/blog/inbox"
 BODY = b'{"type":"Follow","actor":"https://peer.example/users/alice"}'
-
-
-def public_pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,7 @@ def test_a_signed_post_verifies_and_names_its_key(key: rsa.RSAPrivateKey) -> Non
     assert request.headers["host"] == "blog.example"
     assert request.headers["date"] == "Sun, 01 Jun 2025 12:00:00 GMT"
     assert signature_key_id(request) == KEY_ID
-    assert verify_request(request, public_pem(key), now=NOW) == VerifiedSignature(
+    assert verify_request(request, public_pem_of(key), now=NOW) == VerifiedSignature(
         key_id=KEY_ID, scheme="cavage"
     )
 
@@ -103,7 +96,7 @@ def test_a_signed_get_with_a_query_and_a_port_verifies(key: rsa.RSAPrivateKey) -
     assert "Digest" not in headers
     assert 'headers="(request-target) host date"' in headers["Signature"]
     request = IncomingRequest("GET", url, headers, b"")
-    assert verify_request(request, public_pem(key), now=NOW).scheme == "cavage"
+    assert verify_request(request, public_pem_of(key), now=NOW).scheme == "cavage"
 
 
 def test_the_host_header_leaves_out_default_ports() -> None:
@@ -118,13 +111,13 @@ def test_werkzeug_headers_are_read_case_insensitively(key: rsa.RSAPrivateKey) ->
     werkzeug = WerkzeugHeaders(list(request.headers.items()))
     received = IncomingRequest("post", INBOX, werkzeug, BODY)
     assert received.headers["SIGNATURE"] == request.headers["signature"]
-    assert verify_request(received, public_pem(key), now=NOW).key_id == KEY_ID
+    assert verify_request(received, public_pem_of(key), now=NOW).key_id == KEY_ID
 
 
 def test_another_key_does_not_verify(key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey) -> None:
     forged = signed_post(other_key)
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_request(forged, public_pem(key), now=NOW)
+        verify_request(forged, public_pem_of(key), now=NOW)
 
 
 def test_a_13_hour_old_date_is_stale_but_a_wider_window_takes_it(
@@ -132,19 +125,19 @@ def test_a_13_hour_old_date_is_stale_but_a_wider_window_takes_it(
 ) -> None:
     request = signed_post(key, now=NOW - timedelta(hours=13))
     with pytest.raises(SignatureError, match="stale"):
-        verify_request(request, public_pem(key), now=NOW)
-    assert verify_request(request, public_pem(key), now=NOW, window=timedelta(hours=14))
+        verify_request(request, public_pem_of(key), now=NOW)
+    assert verify_request(request, public_pem_of(key), now=NOW, window=timedelta(hours=14))
 
 
 def test_an_11_hour_old_date_is_within_the_window(key: rsa.RSAPrivateKey) -> None:
     request = signed_post(key, now=NOW - timedelta(hours=11))
-    assert verify_request(request, public_pem(key), now=NOW).key_id == KEY_ID
+    assert verify_request(request, public_pem_of(key), now=NOW).key_id == KEY_ID
 
 
 def test_a_date_13_hours_ahead_is_refused(key: rsa.RSAPrivateKey) -> None:
     request = signed_post(key, now=NOW + timedelta(hours=13))
     with pytest.raises(SignatureError, match="future"):
-        verify_request(request, public_pem(key), now=NOW)
+        verify_request(request, public_pem_of(key), now=NOW)
 
 
 def test_a_digest_that_does_not_match_the_body_is_refused(key: rsa.RSAPrivateKey) -> None:
@@ -152,14 +145,14 @@ def test_a_digest_that_does_not_match_the_body_is_refused(key: rsa.RSAPrivateKey
     headers = dict(request.headers.items())
     headers["digest"] = digest_header(b"something else")
     with pytest.raises(SignatureError, match=r"Digest .* does not match"):
-        verify_request(IncomingRequest("POST", INBOX, headers, BODY), public_pem(key), now=NOW)
+        verify_request(IncomingRequest("POST", INBOX, headers, BODY), public_pem_of(key), now=NOW)
 
 
 def test_an_altered_body_is_refused(key: rsa.RSAPrivateKey) -> None:
     request = signed_post(key)
     altered = IncomingRequest("POST", INBOX, request.headers, BODY.replace(b"Follow", b"Block"))
     with pytest.raises(SignatureError, match="does not match the body"):
-        verify_request(altered, public_pem(key), now=NOW)
+        verify_request(altered, public_pem_of(key), now=NOW)
 
 
 def test_an_altered_signed_header_is_refused(key: rsa.RSAPrivateKey) -> None:
@@ -167,7 +160,7 @@ def test_an_altered_signed_header_is_refused(key: rsa.RSAPrivateKey) -> None:
     headers = dict(request.headers.items())
     headers["date"] = format_datetime(NOW + timedelta(seconds=1), usegmt=True)
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_request(IncomingRequest("POST", INBOX, headers, BODY), public_pem(key), now=NOW)
+        verify_request(IncomingRequest("POST", INBOX, headers, BODY), public_pem_of(key), now=NOW)
 
 
 def test_a_request_to_another_path_is_refused(key: rsa.RSAPrivateKey) -> None:
@@ -176,7 +169,7 @@ def test_a_request_to_another_path_is_refused(key: rsa.RSAPrivateKey) -> None:
         "POST", INBOX.replace("blog/inbox", "events/inbox"), request.headers, BODY
     )
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_request(elsewhere, public_pem(key), now=NOW)
+        verify_request(elsewhere, public_pem_of(key), now=NOW)
 
 
 def test_an_unsigned_request_is_refused(key: rsa.RSAPrivateKey) -> None:
@@ -184,7 +177,7 @@ def test_an_unsigned_request_is_refused(key: rsa.RSAPrivateKey) -> None:
     with pytest.raises(SignatureError, match="not signed"):
         signature_key_id(request)
     with pytest.raises(SignatureError, match="not signed"):
-        verify_request(request, public_pem(key), now=NOW)
+        verify_request(request, public_pem_of(key), now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -213,7 +206,7 @@ def test_an_unknown_algorithm_is_refused(key: rsa.RSAPrivateKey) -> None:
     }
     with pytest.raises(SignatureError, match="unsupported signature algorithm 'hmac-sha256'"):
         verify_request(
-            IncomingRequest("GET", "https://blog.example/x", headers), public_pem(key), now=NOW
+            IncomingRequest("GET", "https://blog.example/x", headers), public_pem_of(key), now=NOW
         )
 
 
@@ -240,7 +233,7 @@ def test_a_signature_must_cover_target_host_date_and_digest(
     headers = {"Host": "blog.example", "Date": date, "Digest": digest_header(BODY)}
     headers["Signature"] = cavage_sign(key, lines)
     with pytest.raises(SignatureError, match=f"does not cover required headers: .*{reason}"):
-        verify_request(IncomingRequest("POST", INBOX, headers, BODY), public_pem(key), now=NOW)
+        verify_request(IncomingRequest("POST", INBOX, headers, BODY), public_pem_of(key), now=NOW)
 
 
 def test_the_host_is_verified_as_received_with_or_without_port(key: rsa.RSAPrivateKey) -> None:
@@ -261,7 +254,7 @@ def test_the_host_is_verified_as_received_with_or_without_port(key: rsa.RSAPriva
         headers["Signature"] = cavage_sign(key, lines)
         return IncomingRequest("POST", url, headers, BODY)
 
-    pem = public_pem(key)
+    pem = public_pem_of(key)
     assert verify_request(request("blog.localhost", "blog.localhost"), pem, now=NOW)
     assert verify_request(request("blog.localhost:8001", "blog.localhost:8001"), pem, now=NOW)
     with pytest.raises(SignatureError, match="bad signature"):
@@ -281,9 +274,9 @@ def test_hs2019_with_created_instead_of_date(key: rsa.RSAPrivateKey) -> None:
         headers = {"Host": "blog.example", "Signature": signature}
         return IncomingRequest("GET", "https://blog.example/ap/actors/blog", headers)
 
-    assert verify_request(request(created), public_pem(key), now=NOW).key_id == KEY_ID
+    assert verify_request(request(created), public_pem_of(key), now=NOW).key_id == KEY_ID
     with pytest.raises(SignatureError, match="stale"):
-        verify_request(request(created - 13 * 3600), public_pem(key), now=NOW)
+        verify_request(request(created - 13 * 3600), public_pem_of(key), now=NOW)
 
 
 def test_an_expired_signature_is_refused(key: rsa.RSAPrivateKey) -> None:
@@ -297,7 +290,7 @@ def test_an_expired_signature_is_refused(key: rsa.RSAPrivateKey) -> None:
     }
     with pytest.raises(SignatureError, match="expired"):
         verify_request(
-            IncomingRequest("GET", "https://blog.example/x", headers), public_pem(key), now=NOW
+            IncomingRequest("GET", "https://blog.example/x", headers), public_pem_of(key), now=NOW
         )
 
 
@@ -307,7 +300,7 @@ def test_a_request_target_signed_without_its_query_is_accepted(key: rsa.RSAPriva
     lines = [("(request-target)", "get /outbox"), ("host", "blog.example"), ("date", date)]
     headers = {"Host": "blog.example", "Date": date, "Signature": cavage_sign(key, lines)}
     request = IncomingRequest("GET", "https://blog.example/outbox?page=1", headers)
-    assert verify_request(request, public_pem(key), now=NOW).key_id == KEY_ID
+    assert verify_request(request, public_pem_of(key), now=NOW).key_id == KEY_ID
 
 
 def test_a_post_signed_as_mastodon_signs_it_verifies(key: rsa.RSAPrivateKey) -> None:
@@ -351,7 +344,8 @@ def test_a_post_signed_as_mastodon_signs_it_verifies(key: rsa.RSAPrivateKey) -> 
     )
     assert signature_key_id(request) == "https://mastodon.example/users/alice#main-key"
     assert (
-        verify_request(request, public_pem(key), now=NOW + timedelta(minutes=3)).scheme == "cavage"
+        verify_request(request, public_pem_of(key), now=NOW + timedelta(minutes=3)).scheme
+        == "cavage"
     )
 
 
@@ -419,7 +413,7 @@ def test_an_rfc9421_signature_verifies(key: rsa.RSAPrivateKey) -> None:
     assert '"content-digest"' in message.headers["Signature-Input"]
     request = received(message)
     assert signature_key_id(request) == KEY_ID
-    assert verify_request(request, public_pem(key), now=NOW) == VerifiedSignature(
+    assert verify_request(request, public_pem_of(key), now=NOW) == VerifiedSignature(
         key_id=KEY_ID, scheme="rfc9421"
     )
 
@@ -427,41 +421,41 @@ def test_an_rfc9421_signature_verifies(key: rsa.RSAPrivateKey) -> None:
 def test_an_rfc9421_rsa_pss_signature_verifies(key: rsa.RSAPrivateKey) -> None:
     message = rfc9421_post(key, algorithm=algorithms.RSA_PSS_SHA512)
     assert 'alg="rsa-pss-sha512"' in message.headers["Signature-Input"]
-    assert verify_request(received(message), public_pem(key), now=NOW).scheme == "rfc9421"
+    assert verify_request(received(message), public_pem_of(key), now=NOW).scheme == "rfc9421"
 
 
 def test_an_rfc9421_signature_covering_authority_and_path_verifies(
     key: rsa.RSAPrivateKey,
 ) -> None:
     message = rfc9421_post(key, components=("@method", "@authority", "@path"))
-    assert verify_request(received(message), public_pem(key), now=NOW).key_id == KEY_ID
+    assert verify_request(received(message), public_pem_of(key), now=NOW).key_id == KEY_ID
 
 
 def test_an_rfc9421_signature_with_another_key_fails(
     key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey
 ) -> None:
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_request(received(rfc9421_post(other_key)), public_pem(key), now=NOW)
+        verify_request(received(rfc9421_post(other_key)), public_pem_of(key), now=NOW)
 
 
 def test_a_tampered_rfc9421_request_fails(key: rsa.RSAPrivateKey) -> None:
     message = rfc9421_post(key)
     with pytest.raises(SignatureError, match="Content-Digest"):
-        verify_request(received(message, body=BODY + b" "), public_pem(key), now=NOW)
+        verify_request(received(message, body=BODY + b" "), public_pem_of(key), now=NOW)
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_request(received(message, method="PUT"), public_pem(key), now=NOW)
+        verify_request(received(message, method="PUT"), public_pem_of(key), now=NOW)
     moved = Message("POST", INBOX.replace("/blog/", "/events/"), message.headers)
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_request(received(moved), public_pem(key), now=NOW)
+        verify_request(received(moved), public_pem_of(key), now=NOW)
 
 
 def test_an_rfc9421_signature_outside_the_window_fails(key: rsa.RSAPrivateKey) -> None:
     old = rfc9421_post(key, created=NOW - timedelta(hours=13))
     with pytest.raises(SignatureError, match="stale"):
-        verify_request(received(old), public_pem(key), now=NOW)
+        verify_request(received(old), public_pem_of(key), now=NOW)
     ahead = rfc9421_post(key, created=NOW + timedelta(hours=13))
     with pytest.raises(SignatureError, match="future"):
-        verify_request(received(ahead), public_pem(key), now=NOW)
+        verify_request(received(ahead), public_pem_of(key), now=NOW)
 
 
 def test_an_rfc9421_signature_must_cover_method_target_and_digest(
@@ -469,14 +463,14 @@ def test_an_rfc9421_signature_must_cover_method_target_and_digest(
 ) -> None:
     no_target = rfc9421_post(key, components=("@method", "@authority"))
     with pytest.raises(SignatureError, match="@target-uri"):
-        verify_request(received(no_target), public_pem(key), now=NOW)
+        verify_request(received(no_target), public_pem_of(key), now=NOW)
     no_method = rfc9421_post(key, components=("@target-uri",))
     with pytest.raises(SignatureError, match="@method"):
-        verify_request(received(no_method), public_pem(key), now=NOW)
+        verify_request(received(no_method), public_pem_of(key), now=NOW)
     no_digest = rfc9421_post(key, body=None)
     no_digest.headers["Content-Digest"] = content_digest_header(BODY)
     with pytest.raises(SignatureError, match="content-digest"):
-        verify_request(received(no_digest), public_pem(key), now=NOW)
+        verify_request(received(no_digest), public_pem_of(key), now=NOW)
 
 
 def test_an_rfc9421_signature_as_fedify_writes_it_verifies(key: rsa.RSAPrivateKey) -> None:
@@ -512,7 +506,7 @@ def test_an_rfc9421_signature_as_fedify_writes_it_verifies(key: rsa.RSAPrivateKe
     }
     request = IncomingRequest("POST", url, headers, BODY)
     assert signature_key_id(request) == KEY_ID
-    assert verify_request(request, public_pem(key), now=NOW).scheme == "rfc9421"
+    assert verify_request(request, public_pem_of(key), now=NOW).scheme == "rfc9421"
 
 
 def test_an_unknown_rfc9421_algorithm_is_refused(key: rsa.RSAPrivateKey) -> None:
@@ -521,7 +515,7 @@ def test_an_unknown_rfc9421_algorithm_is_refused(key: rsa.RSAPrivateKey) -> None
         "rsa-v1_5-sha256", "hmac-sha256"
     )
     with pytest.raises(SignatureError, match="unsupported signature algorithm 'hmac-sha256'"):
-        verify_request(received(message), public_pem(key), now=NOW)
+        verify_request(received(message), public_pem_of(key), now=NOW)
 
 
 def test_a_malformed_signature_input_is_refused() -> None:
