@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +35,36 @@ TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-the-check"
 
 AppFactory = Callable[[Settings], Quart]
 ClientMaker = Callable[[AppFactory], Awaitable[QuartClient]]
+
+
+def platform_environment(
+    database_url: str,
+    redis_url: str,
+    app_urls: Mapping[str, str],
+    *,
+    secret_key: str,
+    pool_size: int,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of the platform's processes a test starts (apps under Hypercorn, the
+    worker): this process's environment without its own settings (ROSE_ASH_*, TEST_*, the
+    database, Redis and secret), then the test environment's, the apps' URLs and ``extra``."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ROSE_ASH_", "TEST_"))
+        and key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
+    }
+    return {
+        **inherited,
+        "ROSE_ASH_ENV": "test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": secret_key,
+        "ROSE_ASH_DB_POOL_SIZE": str(pool_size),
+        **(extra or {}),
+        **{f"ROSE_ASH_APPS__{app.upper()}": url for app, url in app_urls.items()},
+    }
 
 
 def asyncpg_url(url: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import os
 import socket
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from shared.contracts.dtos import UserDTO
 from shared.embedded import EmbeddedPostgres
 from shared.migrations import do_upgrade
 from shared.services.users import SqlUserService
-from tests.conftest import asyncpg_url
+from tests.conftest import asyncpg_url, platform_environment
 
 REPO = Path(__file__).resolve().parents[2]
 DATABASE = "rose_ash_e2e"
@@ -152,30 +151,6 @@ class Platform:
         return user
 
 
-def app_environment(
-    database_url: str, redis_url: str, urls: dict[str, str], smtp_port: int
-) -> dict[str, str]:
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ROSE_ASH_", "TEST_"))
-        and key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
-    }
-    return {
-        **inherited,
-        "ROSE_ASH_ENV": "test",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": SECRET_KEY,
-        "ROSE_ASH_DB_POOL_SIZE": "3",
-        "ROSE_ASH_SMTP__HOST": "127.0.0.1",
-        "ROSE_ASH_SMTP__PORT": str(smtp_port),
-        "ROSE_ASH_SMTP__SECURITY": "none",
-        "ROSE_ASH_SMTP__FROM_ADDRESS": "Rose Ash <no-reply@rose-ash.test>",
-        **{f"ROSE_ASH_APPS__{app.upper()}": url for app, url in urls.items()},
-    }
-
-
 def start_all(
     processes: dict[str, subprocess.Popen[bytes]],
     ports: dict[str, int],
@@ -256,7 +231,19 @@ async def platform(
     await asyncio.to_thread(do_upgrade, database_url)  # alembic runs its own event loop
     ports = {app: free_port() for app in APP_NAMES}
     urls = {app: f"http://{app}.localhost:{port}" for app, port in ports.items()}
-    environment = app_environment(database_url, redis_url, urls, inbox.port)
+    environment = platform_environment(
+        database_url,
+        redis_url,
+        urls,
+        secret_key=SECRET_KEY,
+        pool_size=3,
+        extra={
+            "ROSE_ASH_SMTP__HOST": "127.0.0.1",
+            "ROSE_ASH_SMTP__PORT": str(inbox.port),
+            "ROSE_ASH_SMTP__SECURITY": "none",
+            "ROSE_ASH_SMTP__FROM_ADDRESS": "Rose Ash <no-reply@rose-ash.test>",
+        },
+    )
     logs = {app: tmp_path / f"{app}.log" for app in APP_NAMES}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:

@@ -39,7 +39,7 @@ from shared.config import APP_NAMES, Settings, load_settings
 from shared.infrastructure.activitypub import urls
 from shared.infrastructure.http import LocalhostTransport
 from shared.migrations import do_upgrade
-from tests.conftest import recreate_database
+from tests.conftest import platform_environment, recreate_database
 
 REPO = Path(__file__).resolve().parents[2]
 INTEROP = Path(__file__).resolve().parent
@@ -232,26 +232,6 @@ class Platform:
         return self.processes.tails(lines=lines)
 
 
-def platform_environment(
-    database_url: str, redis_url: str, app_urls: Mapping[str, str]
-) -> dict[str, str]:
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ROSE_ASH_", "TEST_"))
-        and key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
-    }
-    return {
-        **inherited,
-        "ROSE_ASH_ENV": "test",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": SECRET_KEY,
-        "ROSE_ASH_DB_POOL_SIZE": "5",
-        **{f"ROSE_ASH_APPS__{app.upper()}": url for app, url in app_urls.items()},
-    }
-
-
 def rose_ash_command() -> list[str]:
     """The `rose-ash` console script of the environment running the tests."""
     script = Path(sys.executable).with_name("rose-ash")
@@ -281,7 +261,9 @@ async def serving_platform(
         secret_key=SECRET_KEY,
         apps=app_urls,
     )
-    environment = platform_environment(database_url, redis_url, app_urls)
+    environment = platform_environment(
+        database_url, redis_url, app_urls, secret_key=SECRET_KEY, pool_size=5
+    )
     processes = Processes(directory)
     await flush_redis(redis_url)
     try:
