@@ -64,7 +64,7 @@ from shared.infrastructure.activitypub.signatures import (
     verify_request,
 )
 from shared.infrastructure.context import get_redis, get_session, get_state
-from shared.infrastructure.rate_limit import RateLimit, RateLimiter
+from shared.infrastructure.rate_limit import RateDecision, RateLimit, RateLimiter
 from shared.infrastructure.security import csrf_exempt
 from shared.models.ap_actors import ApRemoteActor
 
@@ -77,6 +77,9 @@ REMOTE_CLIENT_KEY = "rose_ash_ap_inbox_client"
 MAX_URI_LENGTH = 2000  # ap_inbox_items.activity_uri / actor_uri
 MAX_TYPE_LENGTH = 40  # ap_inbox_items.activity_type
 NOTIFY_INTERVAL_SECONDS = 0.2
+# Where the fast path (inbox_fast.py) leaves the rate decision it already counted for a POST it
+# hands to this view, so that a refused POST is counted once.
+RATE_DECISION_SCOPE_KEY = "rose_ash.inbox_rate_decision"
 
 
 class RefusedPostError(Exception):
@@ -281,8 +284,10 @@ def find_key_id(incoming: IncomingRequest) -> str:
 
 async def check_rate(settings: Settings, key_id: str) -> None:
     """At most ``inbox_rate_limit_per_minute`` POSTs per signing host (fails open on Redis)."""
-    rule = RateLimit("ap-inbox", settings.activitypub.inbox_rate_limit_per_minute, 60)
-    decision = await RateLimiter(get_redis()).hit(rule, host_of(key_id))
+    decision = request.scope.get(RATE_DECISION_SCOPE_KEY)
+    if not isinstance(decision, RateDecision):  # not already counted in front of Quart
+        rule = RateLimit("ap-inbox", settings.activitypub.inbox_rate_limit_per_minute, 60)
+        decision = await RateLimiter(get_redis()).hit(rule, host_of(key_id))
     if not decision.allowed:
         raise RefusedPostError(429, "rate limited", {"Retry-After": str(decision.retry_after)})
 

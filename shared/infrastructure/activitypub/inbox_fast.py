@@ -5,7 +5,8 @@ is recent, the signature verifies. For those, this ASGI layer runs the same chec
 inbox view (inbox.py) with the same functions, stores the activity and answers 202 without
 Quart's request context and hooks (measured: about a third of a POST's time in the view).
 Anything else - an unknown or expired key, a failing signature (which may mean a rotated
-key), a blocked sender, a rate limit, a malformed body, an actor's Delete, an oversized or
+key), a blocked sender, a rate limit (the view is handed the decision, so the POST is
+counted once), a malformed body, an actor's Delete, an oversized or
 streamed body, an error - goes on to the inbox view with the body replayed, which answers it
 exactly as before. The fast path never refuses anything itself, so it cannot answer
 differently from the view; it only accepts what the view would accept.
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 from shared.config import APP_NAMES
 from shared.infrastructure.activitypub.blocks import get_held_block_list, host_of
 from shared.infrastructure.activitypub.inbox import (
+    RATE_DECISION_SCOPE_KEY,
     RefusedPostError,
     get_cached_signer,
     parse_activity,
@@ -155,6 +157,8 @@ class InboxFastPath:
         except RedisError:
             return False
         if not decision.allowed:
+            # The view answers the 429 with this decision instead of counting the POST again.
+            scope[RATE_DECISION_SCOPE_KEY] = decision
             return False
         async with state.database.session_factory() as session:
             await store_activity(session, activity, actor, body)

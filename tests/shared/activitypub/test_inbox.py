@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis.asyncio as aioredis
 from quart import Quart, request
 from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy import select
@@ -18,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import do_block
+from shared.infrastructure.activitypub.blocks import do_block, host_of
 from shared.infrastructure.activitypub.inbox import forget_remote_keys
 from shared.infrastructure.factory import create_base_app
+from shared.infrastructure.rate_limit import RateLimit, limit_key
 from shared.models.ap_actors import ApRemoteActor
 from shared.models.ap_inbox import ApInboxItem
 from tests.conftest import ClientMaker
@@ -307,6 +309,31 @@ async def test_a_host_over_its_rate_is_refused_429(
     assert [answer.status_code for answer in answers] == [202, 202, 429]
     assert 0 < int(answers[2].headers["Retry-After"]) <= 60
     assert len(await stored(session)) == 2
+
+
+async def test_a_refused_post_is_counted_once(
+    make_client: ClientMaker,
+    alice: RemoteActor,
+    settings: Settings,
+    redis: aioredis.Redis,
+) -> None:
+    """The fast path counts a known sender's POST and, over the limit, hands the view its
+    decision: the view answers 429 without counting the POST a second time."""
+    rule = RateLimit("ap-inbox", 2, 60)
+    tuned = settings.model_copy(
+        update={
+            "activitypub": settings.activitypub.model_copy(
+                update={"inbox_rate_limit_per_minute": rule.limit}
+            )
+        }
+    )
+    client = await make_client(lambda _s: create_base_app("blog", settings=tuned))
+    answers = [
+        (await post_signed(client, SHARED, like_of(settings, alice, number), alice)).status_code
+        for number in range(5)
+    ]
+    assert answers == [202, 202, 429, 429, 429]
+    assert int(await redis.get(limit_key(rule, host_of(alice.uri)))) == 5
 
 
 async def test_a_delete_of_an_actor_we_never_knew_is_dropped_without_a_fetch(
