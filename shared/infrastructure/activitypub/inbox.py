@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, Quart, Response, current_app, request
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
@@ -406,7 +406,7 @@ INSERT_ITEM_AND_NOTIFY = text(
 
 
 async def store_activity(
-    session: AsyncSession, activity: Activity, actor: str | None, body: bytes
+    session: AsyncSession | AsyncConnection, activity: Activity, actor: str | None, body: bytes
 ) -> None:
     """Store once: a redelivery of the same activity id changes nothing. ``body`` is the
     activity's JSON as received (parse_activity checked it is one JSON object).

@@ -160,9 +160,8 @@ class InboxFastPath:
             # The view answers the 429 with this decision instead of counting the POST again.
             scope[RATE_DECISION_SCOPE_KEY] = decision
             return False
-        async with state.database.session_factory() as session:
-            await store_activity(session, activity, actor, body)
-            await session.commit()
+        async with state.database.autocommit() as connection:
+            await store_activity(connection, activity, actor, body)
         return True
 
     async def send_accepted(self, scope: Scope, send: Send, started: float) -> None:

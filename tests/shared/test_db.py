@@ -1,0 +1,52 @@
+"""shared.db: the autocommit connection a single-statement write runs on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.db import Database, create_session_factory
+
+
+@pytest.fixture
+async def scratch_table(engine: AsyncEngine) -> AsyncIterator[str]:
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE db_autocommit_test (n int PRIMARY KEY)"))
+    yield "db_autocommit_test"
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP TABLE db_autocommit_test"))
+
+
+async def count_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (await connection.execute(text("SELECT count(*) FROM db_autocommit_test"))).scalar_one()
+        )
+
+
+async def test_a_statement_on_the_autocommit_connection_is_committed_at_once(
+    engine: AsyncEngine, scratch_table: str
+) -> None:
+    database = Database(engine=engine, session_factory=create_session_factory(engine))
+    async with database.autocommit() as connection:
+        await connection.execute(text("INSERT INTO db_autocommit_test VALUES (1)"))
+        assert await count_rows(engine) == 1  # seen by another connection before the end
+        with pytest.raises(Exception, match="duplicate key"):
+            await connection.execute(text("INSERT INTO db_autocommit_test VALUES (1)"))
+        await connection.execute(text("INSERT INTO db_autocommit_test VALUES (2)"))
+    assert await count_rows(engine) == 2  # the failed statement undid nothing before it
+
+
+async def test_sessions_bound_to_a_connection_get_a_session_committed_at_the_end(
+    connection: AsyncConnection, engine: AsyncEngine
+) -> None:
+    """The tests' binding: the write joins the test's transaction (rolled back after it)."""
+    database = Database(engine=engine, session_factory=create_session_factory(connection))
+    async with database.autocommit() as session:
+        await session.execute(text("CREATE TEMP TABLE db_autocommit_joined (n int)"))
+        await session.execute(text("INSERT INTO db_autocommit_joined VALUES (1)"))
+    found = await connection.execute(text("SELECT count(*) FROM db_autocommit_joined"))
+    assert found.scalar_one() == 1
