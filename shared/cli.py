@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
+import uvloop
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -167,7 +168,8 @@ def seed() -> None:
 def worker(once: bool) -> None:
     """Run the background processor until SIGTERM/SIGINT."""
     settings = load_settings_or_exit()
-    asyncio.run(build_worker(settings).run(once=once))
+    # uvloop, as the apps under Hypercorn: the fan-out's sockets and asyncpg run faster on it.
+    uvloop.run(build_worker(settings).run(once=once))
 
 
 async def with_session(settings: Settings, work: SessionWork[T]) -> T:
