@@ -25,7 +25,8 @@ Quart hello-world under Hypercorn (one worker each, as production runs them) and
    50th signature against blog's public key). A Create(Note) is published with
    publish.publish() in a committed transaction while K already running workers (K=1, then
    K=2 with a fresh activity) wait; the drain time runs from the commit until every
-   ap_deliveries row of the activity is delivered (the database polled every 0.2 s).
+   ap_deliveries row of the activity is delivered (the last row's delivered_at, as the worker
+   recorded it; the database is polled every 0.2 s to see when that is).
    Deliveries/s per worker process: goal >= 300. The sink must get exactly one POST per
    shared inbox.
 
@@ -650,7 +651,8 @@ def measure_fan_out(
             SELECT count(*) AS total,
                    count(*) FILTER (WHERE state = 'delivered') AS delivered,
                    count(*) FILTER (WHERE state = 'failed') AS failed,
-                   count(*) FILTER (WHERE state = 'pending') AS pending
+                   count(*) FILTER (WHERE state = 'pending') AS pending,
+                   max(delivered_at) AS last_delivered
             FROM ap_deliveries WHERE activity_id = $1
             """,
             (activity_id,),
@@ -668,7 +670,12 @@ def measure_fan_out(
         failed=row["failed"],
         pending=row["pending"],
         fanned_out_seconds=fanned_out[0] - committed if fanned_out else None,
-        seconds=done_at - committed,
+        # The last delivery's own time (what the worker recorded), not the poll that saw it.
+        seconds=(
+            row["last_delivered"].timestamp() - committed
+            if finished and row["last_delivered"] is not None
+            else done_at - committed
+        ),
         finished=finished,
         sink=sink,
     )
