@@ -36,6 +36,13 @@ from shared.infrastructure.activitypub.delivery import (
     do_retry_deliveries,
     list_deliveries,
 )
+from shared.infrastructure.activitypub.follows import (
+    FollowingView,
+    do_follow,
+    do_unfollow,
+    list_following,
+)
+from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.migrations import do_downgrade, do_upgrade, get_current
 from shared.seed import do_seed_demo_data
 from shared.services.oauth_clients import (
@@ -263,7 +270,8 @@ def oauth_key_prune() -> None:
 
 @main.group()
 def ap() -> None:
-    """ActivityPub: deliveries (pending, failed for good, retrying them) and blocks."""
+    """ActivityPub: deliveries (pending, failed for good, retrying them), blocks, and the
+    remote actors our actors follow."""
 
 
 @ap.command("deliveries")
@@ -306,6 +314,57 @@ def ap_stats() -> None:
     for kind, states in counts.items():
         summary = ", ".join(f"{state} {count}" for state, count in states.items()) or "none"
         click.echo(f"{kind}: {summary}")
+
+
+def run_with_remote(work: Callable[[AsyncSession, Settings, RemoteClient], Awaitable[T]]) -> T:
+    """run_domain for work that also fetches remote documents (one RemoteClient)."""
+    settings = load_settings_or_exit()
+
+    async def with_client(session: AsyncSession) -> T:
+        async with RemoteClient(settings) as client:
+            return await work(session, settings, client)
+
+    return run_domain(with_client)
+
+
+def describe_follow(follow: FollowingView) -> str:
+    who = follow.handle or follow.actor_uri
+    return f"{follow.app} -> {who} ({follow.actor_uri}): {follow.state}"
+
+
+@ap.command("follow")
+@click.argument("app", type=click.Choice(APP_NAMES))
+@click.argument("target")
+def ap_follow(app: str, target: str) -> None:
+    """APP's actor follows TARGET: an actor URL or a handle user@host (WebFinger). The follow
+    is pending until the remote accepts it; the worker delivers the Follow."""
+    follow = run_with_remote(
+        lambda session, settings, client: do_follow(session, settings, client, app, target)
+    )
+    click.echo(describe_follow(follow))
+
+
+@ap.command("unfollow")
+@click.argument("app", type=click.Choice(APP_NAMES))
+@click.argument("target")
+def ap_unfollow(app: str, target: str) -> None:
+    """APP's actor stops following TARGET (an actor URL or a handle): Undo(Follow) is sent."""
+    follow = run_with_remote(
+        lambda session, settings, client: do_unfollow(session, settings, client, app, target)
+    )
+    click.echo(f"{follow.app} no longer follows {follow.handle or follow.actor_uri}")
+
+
+@ap.command("following")
+@click.option("--app", type=click.Choice(APP_NAMES), help="Only this app's actor.")
+def ap_following(app: str | None) -> None:
+    """The remote actors our actors follow: app, handle, actor, state, since."""
+    click.echo("app\thandle\tactor\tstate\tsince")
+    for follow in run_domain(lambda session: list_following(session, app)):
+        since = follow.created_at.strftime("%Y-%m-%d %H:%M")
+        click.echo(
+            f"{follow.app}\t{follow.handle or '-'}\t{follow.actor_uri}\t{follow.state}\t{since}"
+        )
 
 
 @ap.group("block")

@@ -1,19 +1,24 @@
-"""Fixtures of the inbox tests (test_inbox, test_inbox_processing): a real HTTP server on
-127.0.0.1 serving remote actors (tests/shared/activitypub/inbox_support.py), their keys, and
-the per-process caches dropped around each test. Lazy: only tests that ask start a server."""
+"""Fixtures of the inbox and follow tests: a real HTTP server on 127.0.0.1 serving remote
+actors (tests/shared/activitypub/inbox_support.py), their keys, the per-process caches dropped
+around each test, a RemoteClient and the worker's inbox step. Lazy: only tests that ask start
+a server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.config import Settings
 from shared.infrastructure.activitypub.blocks import forget_blocks
 from shared.infrastructure.activitypub.inbox import forget_remote_keys
 from shared.infrastructure.activitypub.keys import forget_keypairs
+from shared.infrastructure.activitypub.remote import RemoteClient
 from tests.shared.activitypub.inbox_support import (
     ActorServer,
     Keypair,
+    Processor,
     RemoteActor,
     make_keypair,
     serve_actors,
@@ -49,3 +54,17 @@ def alice(actor_server: ActorServer, keypairs: tuple[Keypair, Keypair]) -> Remot
     actor = RemoteActor(actor_server, "alice", keypairs[0])
     actor.publish()
     return actor
+
+
+@pytest.fixture
+async def remote_client(settings: Settings) -> AsyncIterator[RemoteClient]:
+    client = RemoteClient(settings)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def processor(
+    connection: AsyncConnection, settings: Settings, remote_client: RemoteClient
+) -> Processor:
+    return Processor(connection, settings, remote_client)

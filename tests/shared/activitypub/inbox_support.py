@@ -18,9 +18,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from quart import Response
 from quart.typing import TestClientProtocol as QuartClient
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from shared.config import Settings
+from shared.db import create_session_factory
+from shared.infrastructure.activitypub.inbox_processing import process_inbox_items
 from shared.infrastructure.activitypub.keys import generate_keypair
+from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.infrastructure.activitypub.signatures import sign_request
+from shared.models.ap_inbox import ApInboxItem
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 SECURITY_CONTEXT = "https://w3id.org/security/v1"
@@ -135,6 +141,20 @@ class RemoteActor:
         """Serve the actor document (again, e.g. after a key rotation) or ``status``."""
         self.server.documents[self.path] = (status, self.document())
 
+    @property
+    def handle(self) -> str:
+        return f"{self.username}@{self.server.base_url.split('//', 1)[1]}"
+
+    def publish_webfinger(self, links: list[dict[str, Any]] | None = None) -> None:
+        """Answer WebFinger for ``acct:<handle>`` with a ``self`` link to the actor (or
+        ``links``)."""
+        self_link = {"rel": "self", "type": ACTIVITY_JSON, "href": self.uri}
+        document = {"subject": f"acct:{self.handle}", "links": links or [self_link]}
+        self.server.documents[f"/.well-known/webfinger?resource=acct:{self.handle}"] = (
+            200,
+            document,
+        )
+
     def new_id(self, kind: str = "activities") -> str:
         return f"{self.uri}/{kind}/{uuid.uuid4()}"
 
@@ -198,3 +218,31 @@ async def post_signed(
         )
     response: Response = await client.post(path, data=data, headers=headers)
     return response
+
+
+class Processor:
+    """Runs the worker's inbox step inside the test's transaction."""
+
+    def __init__(
+        self, connection: AsyncConnection, settings: Settings, client: RemoteClient
+    ) -> None:
+        self.session_factory = create_session_factory(connection)
+        self.settings = settings
+        self.client = client
+
+    async def run(self) -> int:
+        return await process_inbox_items(self.session_factory, self.settings, self.client)
+
+
+async def store(session: AsyncSession, activity: dict[str, Any], app: str | None = None) -> None:
+    """Store an item as the inbox does after verifying it."""
+    session.add(
+        ApInboxItem(
+            activity_uri=activity["id"],
+            activity_type=activity["type"],
+            app=app,
+            actor_uri=activity["actor"],
+            document=activity,
+        )
+    )
+    await session.commit()

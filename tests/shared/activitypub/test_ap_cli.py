@@ -1,7 +1,7 @@
 """`rose-ash ap`: operators see deliveries (and the dead letters) and re-queue failed ones,
-against a database of the module's own. One command runs as an operator runs it (a process
-of its own); the rest through click's runner, in a thread (the commands run their own event
-loop), which saves the seconds each interpreter takes to start."""
+block, and follow remote actors, against a database of the module's own. One command runs as
+an operator runs it (a process of its own); the rest through click's runner, in a thread (the
+commands run their own event loop), which saves the seconds each interpreter takes to start."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ from shared.infrastructure.activitypub.delivery import process_activities, proce
 from shared.infrastructure.activitypub.publish import emit_activity
 from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.migrations import do_upgrade
-from shared.models.ap_outbox import ApDelivery
+from shared.models.ap_outbox import ApActivity, ApDelivery
 from tests.conftest import TEST_SECRET_KEY, recreate_database
+from tests.shared.activitypub.inbox_support import RemoteActor
 
 REFUSED_INBOX = "http://127.0.0.1:9/inbox"  # loopback, refused unless allowed
 
@@ -57,7 +58,9 @@ async def cli_settings(cli_url: str, redis_url: str) -> Settings:
     )
     engine = create_async_engine(settings.database_url)
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE ap_activities, ap_deliveries CASCADE"))
+        await connection.execute(
+            text("TRUNCATE ap_activities, ap_deliveries, ap_following, ap_remote_actors CASCADE")
+        )
     await engine.dispose()
     return settings
 
@@ -225,3 +228,35 @@ async def test_operators_block_list_and_unblock_domains_and_actors(
     assert wrong.returncode == 2
     rows_left = await rose_ash(cli_settings, "block", "list")
     assert len(rows_left.stdout.strip().splitlines()) == 2  # header and the actor
+
+
+async def test_operators_follow_list_and_unfollow_a_remote_actor(
+    engine: AsyncEngine, cli_settings: Settings, alice: RemoteActor
+) -> None:
+    alice.publish_webfinger()
+    followed = await rose_ash(cli_settings, "follow", "blog", f"@{alice.handle}")
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.strip() == f"blog -> {alice.handle} ({alice.uri}): pending"
+    async with engine.connect() as connection:
+        follows = await connection.execute(
+            select(ApActivity.activity_type, ApActivity.target_inboxes)
+        )
+        assert [tuple(row) for row in follows] == [("Follow", [alice.inbox])]
+
+    listed = await rose_ash(cli_settings, "following", "--app", "blog")
+    header, *lines = listed.stdout.strip().splitlines()
+    assert header.split("\t") == ["app", "handle", "actor", "state", "since"]
+    assert [line.split("\t")[:4] for line in lines] == [
+        ["blog", alice.handle, alice.uri, "pending"]
+    ]
+    assert (await rose_ash(cli_settings, "following", "--app", "events")).stdout.strip() == header
+
+    unfollowed = await rose_ash(cli_settings, "unfollow", "blog", alice.uri)
+    assert unfollowed.returncode == 0, unfollowed.stderr
+    assert unfollowed.stdout.strip() == f"blog no longer follows {alice.handle}"
+    again = await rose_ash(cli_settings, "unfollow", "blog", alice.uri)
+    assert again.returncode == 1
+    assert f"blog does not follow {alice.uri}" in again.stderr
+    nonsense = await rose_ash(cli_settings, "follow", "blog", "nobody")
+    assert nonsense.returncode == 1
+    assert "neither an actor URL nor a handle" in nonsense.stderr

@@ -7,20 +7,17 @@ inbox matters); "remote" actors are served by a real HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
-from shared.db import create_session_factory
 from shared.infrastructure.activitypub import urls
 from shared.infrastructure.activitypub.blocks import do_block
-from shared.infrastructure.activitypub.inbox_processing import process_inbox_items
 from shared.infrastructure.activitypub.remote import RemoteClient, get_remote_actor
 from shared.infrastructure.factory import create_base_app
 from shared.models.ap_actors import ApRemoteActor
@@ -36,8 +33,10 @@ from tests.conftest import ClientMaker
 from tests.shared.activitypub.inbox_support import (
     ActorServer,
     Keypair,
+    Processor,
     RemoteActor,
     post_signed,
+    store,
 )
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")
@@ -48,48 +47,6 @@ def bob(actor_server: ActorServer, keypairs: tuple[Keypair, Keypair]) -> RemoteA
     actor = RemoteActor(actor_server, "bob", keypairs[1])
     actor.publish()
     return actor
-
-
-@pytest.fixture
-async def remote_client(settings: Settings) -> AsyncIterator[RemoteClient]:
-    client = RemoteClient(settings)
-    yield client
-    await client.aclose()
-
-
-class Processor:
-    """Runs the worker's step inside the test's transaction."""
-
-    def __init__(
-        self, connection: AsyncConnection, settings: Settings, client: RemoteClient
-    ) -> None:
-        self.session_factory = create_session_factory(connection)
-        self.settings = settings
-        self.client = client
-
-    async def run(self) -> int:
-        return await process_inbox_items(self.session_factory, self.settings, self.client)
-
-
-@pytest.fixture
-def processor(
-    connection: AsyncConnection, settings: Settings, remote_client: RemoteClient
-) -> Processor:
-    return Processor(connection, settings, remote_client)
-
-
-async def store(session: AsyncSession, activity: dict[str, Any], app: str | None = None) -> None:
-    """Store an item as the inbox does after verifying it."""
-    session.add(
-        ApInboxItem(
-            activity_uri=activity["id"],
-            activity_type=activity["type"],
-            app=app,
-            actor_uri=activity["actor"],
-            document=activity,
-        )
-    )
-    await session.commit()
 
 
 async def state_of(session: AsyncSession, activity: dict[str, Any]) -> tuple[str, str | None]:
