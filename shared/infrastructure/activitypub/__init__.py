@@ -11,4 +11,6 @@ Modules:
     inbox        POST inboxes: verify, store, 202; and processing of stored items (worker)
     publish      emit_activity() and publish(app, obj) for Note, Article, Event
     delivery     the EventProcessor: fan-out, signed delivery, retries, dead letters
+    follows      our actors following remote actors: by URL or handle (WebFinger), Follow, Undo
+    blocks       blocked domains and actors
 """
