@@ -55,6 +55,7 @@ INSTALL_TIMEOUT = 300.0  # seconds: a first `uv pip install` / `npm ci` (cached:
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0  # after SIGTERM, before SIGKILL (Hypercorn's graceful_timeout is 10)
 HTTP_TIMEOUT = 10.0  # one request to an app or a peer
+CLI_TIMEOUT = 60.0  # one `rose-ash` command (importing the CLI takes a few seconds of CPU)
 
 
 def free_port() -> int:
@@ -215,6 +216,7 @@ class Platform:
     redis_url: str
     settings: Settings  # the same settings the servers load (apps, secret, database)
     processes: Processes
+    environment: dict[str, str] = field(default_factory=dict)  # the servers' environment
 
     def actor_url(self, actor: str) -> str:
         return urls.actor_url(self.settings, actor)
@@ -230,6 +232,24 @@ class Platform:
 
     def log_tails(self, lines: int = 25) -> str:
         return self.processes.tails(lines=lines)
+
+    def rose_ash(
+        self, *args: str, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `rose-ash ARGS` as an operator would beside the servers (their environment);
+        fails the test if it does not finish within ``timeout``."""
+        command = [*rose_ash_command(), *args]
+        try:
+            return subprocess.run(
+                command,
+                cwd=REPO,
+                env=self.environment,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{' '.join(command)} did not finish within {timeout} s")
 
 
 def rose_ash_command() -> list[str]:
@@ -296,7 +316,7 @@ async def serving_platform(
         )
         if worker:
             processes.check_alive("worker")
-        yield Platform(app_urls, served, database_url, redis_url, settings, processes)
+        yield Platform(app_urls, served, database_url, redis_url, settings, processes, environment)
     finally:
         await asyncio.to_thread(processes.stop_all)
 

@@ -14,6 +14,12 @@ on loopback, with a `rose-ash worker` doing inbox processing and delivery:
    events a Create(Event) (``publish()`` in one committed transaction each); the worker
    delivers them and Fedify parses them into its vocabulary classes: Article and Event with
    name, summary, url, and startTime/endTime/location for the Event; the Note's content.
+4. The other way round: `rose-ash ap follow blog <the peer's actor URL>` makes blog follow the
+   Fedify actor; Fedify answers with an Accept, which our worker applies (the ``ap_following``
+   row becomes "accepted"); Fedify's Create of a Note reaches our inbox and the worker keeps
+   the Note in ``ap_remote_objects``; `rose-ash ap unfollow` sends Undo(Follow), after which
+   Fedify forgets its follower. The same by handle (``peer@host:port``, through the WebFinger
+   Fedify serves) for the events actor.
 
 The peer (fedify_peer/peer.mjs) records every fetch it makes (with the signature scheme it
 carried and the status it got), every inbox POST it gets, and what its listeners parsed; the
@@ -26,21 +32,22 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from shared.infrastructure.activitypub.publish import Place, PublishableObject, publish
 from shared.infrastructure.activitypub.urls import INSTANCE_ACTOR
 from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import ApFollower
+from shared.models.ap_inbox import ApFollower, ApFollowing, ApInboxItem, ApRemoteObject
+from shared.models.ap_outbox import ApActivity, ApDelivery
 from tests.conftest import asyncpg_url
 from tests.interop.activitypub_support import (
     FEDIFY_DIR,
@@ -55,11 +62,16 @@ from tests.interop.activitypub_support import (
 )
 
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
+T = TypeVar("T")
 APPS = ("blog", "events", "federation")  # federation: the instance actor signs our fetches
 FLOW_TIMEOUT = 30.0  # seconds: from a Follow to its Accept, from publish() to Fedify's inbox
 
 START = datetime(2031, 5, 17, 18, 30, tzinfo=UTC)
 NOTE = {"content": "<p>The work day moves to Saturday.</p>"}
+PEER_NOTE = (
+    '<p>Greetings from a Fedify server: <a href="https://fedify.dev/">fedify.dev</a> '
+    "&amp; <em>friends</em>.</p>"
+)
 ARTICLE = {
     "name": "Spring planting at the cooperative farm",
     "summary": "What we sow in May, and how to join the work days.",
@@ -99,6 +111,18 @@ class Peer:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+    async def post(self, client: httpx.AsyncClient, content: str) -> dict[str, Any]:
+        """A Create of a new Note by the peer, sent to its followers."""
+        response = await client.post(f"{self.control}/control/post", json={"content": content})
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    @property
+    def handle(self) -> str:
+        """``peer@fedify.localhost:<port>``: what WebFinger resolves to the actor."""
+        return f"peer@{self.origin.partition('://')[2]}"
 
     def log(self, lines: int = 60) -> str:
         return self.processes.tail("fedify", lines)
@@ -485,3 +509,401 @@ def test_each_create_was_delivered_once_and_verified(
         kind: [("draft-cavage", platform.key_id(app), 202)] for kind, app in signer.items()
     }
     assert published.state["errors"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The other way round: our actors follow the Fedify actor (`rose-ash ap follow`), and keep
+# what it posts.
+
+
+@dataclass(frozen=True)
+class Following:
+    """Our ``ap_following`` row of (app, remote actor)."""
+
+    app: str
+    actor: str
+    follow_uri: str
+    state: str
+    accepted_at: datetime | None
+
+
+async def rose_ash(platform: Platform, *args: str) -> str:
+    """Run `rose-ash ARGS` beside the servers; its output, or the test fails."""
+    run = await asyncio.to_thread(platform.rose_ash, *args)
+    assert run.returncode == 0, (
+        f"rose-ash {' '.join(args)} exited with {run.returncode}:\n"
+        f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    )
+    return run.stdout
+
+
+async def read_following(session: AsyncSession, app: str, actor: str) -> Following | None:
+    row = (
+        await session.execute(
+            select(
+                ApFollowing.app,
+                ApRemoteActor.uri,
+                ApFollowing.follow_uri,
+                ApFollowing.state,
+                ApFollowing.accepted_at,
+            )
+            .join(ApRemoteActor, ApRemoteActor.id == ApFollowing.remote_actor_id)
+            .where(ApFollowing.app == app, ApRemoteActor.uri == actor)
+        )
+    ).first()
+    return None if row is None else Following(*row)
+
+
+async def federation_tables(engine: AsyncEngine) -> str:
+    """Our side of the flow, for a failure's message: inbox items, activities, deliveries."""
+    async with AsyncSession(engine) as session:
+        items = (
+            await session.execute(
+                select(
+                    ApInboxItem.activity_type,
+                    ApInboxItem.activity_uri,
+                    ApInboxItem.state,
+                    ApInboxItem.last_error,
+                ).order_by(ApInboxItem.id)
+            )
+        ).all()
+        deliveries = (
+            await session.execute(
+                select(
+                    ApActivity.activity_type,
+                    ApActivity.uri,
+                    ApDelivery.inbox,
+                    ApDelivery.state,
+                    ApDelivery.last_status,
+                    ApDelivery.last_error,
+                )
+                .join(ApDelivery, ApDelivery.activity_id == ApActivity.id)
+                .order_by(ApDelivery.id)
+            )
+        ).all()
+        following = (
+            await session.execute(
+                select(ApFollowing.app, ApRemoteActor.uri, ApFollowing.state).join(
+                    ApRemoteActor, ApRemoteActor.id == ApFollowing.remote_actor_id
+                )
+            )
+        ).all()
+    lines = ["ap_inbox_items:", *(f"  {tuple(row)}" for row in items)]
+    lines += ["ap_deliveries:", *(f"  {tuple(row)}" for row in deliveries)]
+    lines += ["ap_following:", *(f"  {tuple(row)}" for row in following)]
+    return "\n".join(lines)
+
+
+async def wait_in_database(
+    engine: AsyncEngine,
+    peer: Peer,
+    platform: Platform,
+    read: Callable[[AsyncSession], Awaitable[T]],
+    found: Callable[[T], bool],
+    what: str,
+    within: float = FLOW_TIMEOUT,
+) -> T:
+    """Read our database (a new transaction each time) until ``found(value)``; the value."""
+    deadline = time.monotonic() + within
+    while True:
+        async with AsyncSession(engine) as session:
+            value = await read(session)
+        if found(value):
+            return value
+        if time.monotonic() > deadline:
+            async with http_client() as client:
+                state = await peer.state(client)
+            pytest.fail(
+                f"{what}: not within {within} s (last read: {value!r})\n"
+                f"{await federation_tables(engine)}\n{explain(peer, platform, state)}"
+            )
+        await asyncio.sleep(0.2)
+
+
+def received_of(state: dict[str, Any], kind: str, activity_id: str) -> dict[str, Any] | None:
+    """What the peer's listeners parsed of the activity ``activity_id``."""
+    for received in state["received"]:
+        if received["type"] == kind and received["id"] == activity_id:
+            return dict(received)
+    return None
+
+
+def posts_of(state: dict[str, Any], activity_id: str) -> list[tuple[str, str, int | None]]:
+    """The peer's POSTs of its activity ``activity_id``: (url, signature scheme, status)."""
+    return [
+        (fetch["url"], fetch["scheme"], fetch["status"])
+        for fetch in state["outgoing"]
+        if fetch["method"] == "POST" and (fetch.get("activity") or {}).get("id") == activity_id
+    ]
+
+
+def assert_double_knock_accepted(
+    posts: list[tuple[str, str, int | None]], inbox: str, context: str
+) -> None:
+    """Fedify's POSTs of one activity to our inbox: RFC 9421 verified at once, or refused with
+    401 and then accepted (202) signed draft-cavage."""
+    assert posts, context
+    assert {url for url, _, _ in posts} == {inbox}, context
+    knocks = [(scheme, status) for _, scheme, status in posts]
+    print(f"\nFedify's POSTs to {inbox}: {knocks}")
+    assert knocks in (
+        [("rfc9421", 202)],
+        [("draft-cavage", 202)],  # Fedify remembered that draft-cavage works for our host
+        [("rfc9421", 401), ("draft-cavage", 202)],
+    ), context
+
+
+async def inbox_item_state(session: AsyncSession, activity_uri: str) -> str | None:
+    found: str | None = await session.scalar(
+        select(ApInboxItem.state).where(ApInboxItem.activity_uri == activity_uri)
+    )
+    return found
+
+
+async def follow_accepted(
+    engine: AsyncEngine, peer: Peer, platform: Platform, app: str, target: str
+) -> tuple[Following, dict[str, Any]]:
+    """`rose-ash ap follow APP TARGET`, then wait for the peer's Accept to be applied: our
+    row (accepted) and the peer's state once it was."""
+    output = await rose_ash(platform, "ap", "follow", app, target)
+    print(f"\nrose-ash ap follow {app} {target}: {output.strip()}")
+    async with AsyncSession(engine) as session:
+        pending = await read_following(session, app, peer.actor)
+    # The command committed the follow before it returned (pending, or accepted already if
+    # the worker was that quick).
+    assert pending is not None, await federation_tables(engine)
+    assert pending.state in ("pending", "accepted"), pending
+    assert pending.follow_uri.startswith(f"{platform.urls[app]}/"), pending
+    following = await wait_in_database(
+        engine,
+        peer,
+        platform,
+        lambda session: read_following(session, app, peer.actor),
+        lambda row: row is not None and row.state == "accepted",
+        f"{app}'s follow of {peer.actor} accepted",
+    )
+    assert following is not None
+    assert following.follow_uri == pending.follow_uri
+    assert following.accepted_at is not None
+
+    # The peer records the inbox POST of our Follow once its listener is done, and the Accept
+    # as sent once our inbox answered it: both may come a moment after our worker applied it.
+    def settled(state: dict[str, Any]) -> bool:
+        follow = received_of(state, "Follow", following.follow_uri)
+        return (
+            follow is not None
+            and any(sent["id"] == follow["accept_id"] for sent in state["sent"])
+            and any(
+                (request["activity"] or {}).get("id") == following.follow_uri
+                for request in state["inbox_requests"]
+            )
+        )
+
+    _, state = await wait_for(peer, platform, settled, f"the peer done with {following.follow_uri}")
+    return following, state
+
+
+def check_follow_received(
+    state: dict[str, Any], peer: Peer, platform: Platform, app: str, following: Following
+) -> dict[str, Any]:
+    """The peer verified and parsed our Follow, took us as a follower, and its Accept
+    passed our inbox; the Follow as the peer recorded it."""
+    context = explain(peer, platform, state)
+    follow = received_of(state, "Follow", following.follow_uri)
+    assert follow is not None, context
+    assert follow["actor"] == platform.actor_url(app), context
+    assert follow["object"] == peer.actor, context
+    assert follow["verified"] is True
+    # Our Follow was POSTed once, signed by our app's actor, and Fedify's check passed it.
+    answers = [
+        (request["path"], request["scheme"], request["key_id"], request["status"])
+        for request in state["inbox_requests"]
+        if (request["activity"] or {}).get("id") == following.follow_uri
+    ]
+    assert len(answers) == 1, f"{answers}\n{context}"
+    path, scheme, key_id, status = answers[0]
+    assert path in ("/users/peer/inbox", "/inbox"), context
+    assert (scheme, key_id) == ("draft-cavage", platform.key_id(app)), context
+    assert 200 <= status < 300, context
+    # The peer accepted it (an Accept embedding the Follow, to our actor's inbox) ...
+    assert follow["accept_id"] is not None, context
+    sent = [entry for entry in state["sent"] if entry["id"] == follow["accept_id"]]
+    assert sent == [
+        {
+            "type": "Accept",
+            "id": follow["accept_id"],
+            "object": following.follow_uri,
+            "to": [platform.inbox_url(app)],
+        }
+    ], context
+    # ... and our inbox took it (202 after Fedify's double knock).
+    assert_double_knock_accepted(
+        posts_of(state, follow["accept_id"]), platform.inbox_url(app), context
+    )
+    follower = {
+        "id": platform.actor_url(app),
+        "inbox": platform.inbox_url(app),
+        "shared_inbox": platform.shared_inbox_url(app),
+        "follow_id": following.follow_uri,
+    }
+    assert follower in state["followers"], context
+    return follow
+
+
+async def unfollow_undone(
+    engine: AsyncEngine,
+    peer: Peer,
+    platform: Platform,
+    app: str,
+    target: str,
+    following: Following,
+) -> dict[str, Any]:
+    """`rose-ash ap unfollow APP TARGET`: our row goes at once, the peer gets the Undo of the
+    Follow and forgets its follower; the peer's state then."""
+    output = await rose_ash(platform, "ap", "unfollow", app, target)
+    print(f"\nrose-ash ap unfollow {app} {target}: {output.strip()}")
+    async with AsyncSession(engine) as session:
+        assert await read_following(session, app, peer.actor) is None
+
+    def undo_of_follow(state: dict[str, Any]) -> dict[str, Any] | None:
+        """The Undo as parsed, once its inbox POST is recorded too (after the listener)."""
+        for received in state["received"]:
+            undone = received.get("object") or {}
+            if received["type"] == "Undo" and undone.get("id") == following.follow_uri:
+                posted = any(
+                    (request["activity"] or {}).get("id") == received["id"]
+                    for request in state["inbox_requests"]
+                )
+                return dict(received) if posted else None
+        return None
+
+    undo: dict[str, Any]
+    undo, state = await wait_for(peer, platform, undo_of_follow, f"Undo of {following.follow_uri}")
+    context = explain(peer, platform, state)
+    assert undo["actor"] == platform.actor_url(app), context
+    assert undo["object_id"] == following.follow_uri, context
+    assert undo["object"] == {
+        "type": "Follow",
+        "id": following.follow_uri,
+        "actor": platform.actor_url(app),
+        "object": peer.actor,
+    }, context
+    assert undo["forgot_follower"] is True, context
+    assert platform.actor_url(app) not in [follower["id"] for follower in state["followers"]]
+    answers = [
+        (request["scheme"], request["key_id"], request["status"])
+        for request in state["inbox_requests"]
+        if (request["activity"] or {}).get("id") == undo["id"]
+    ]
+    assert answers == [("draft-cavage", platform.key_id(app), 202)], context
+    return undo
+
+
+@pytest.fixture
+async def engine(platform: Platform) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(asyncpg_url(platform.database_url))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_blog_follows_a_fedify_actor_and_stores_its_posts(
+    peer: Peer, platform: Platform, engine: AsyncEngine
+) -> None:
+    blog = platform.actor_url("blog")
+
+    # 1. blog follows the peer (by its actor URL); Fedify accepts; our worker applies it.
+    following, state = await follow_accepted(engine, peer, platform, "blog", peer.actor)
+    follow = check_follow_received(state, peer, platform, "blog", following)
+    async with AsyncSession(engine) as session:
+        assert await inbox_item_state(session, follow["accept_id"]) == "done"
+    assert state["errors"] == [], explain(peer, platform, state)
+
+    # 2. The peer posts a Note; Fedify sends the Create to blog's inbox; our worker keeps it.
+    async with http_client(timeout=FLOW_TIMEOUT) as client:
+        posted = await peer.post(client, PEER_NOTE)
+    assert "error" not in posted, f"{posted}\n{explain(peer, platform)}"
+    assert posted["sent_to"] == [platform.inbox_url("blog")], posted
+    note = await wait_in_database(
+        engine,
+        peer,
+        platform,
+        lambda session: session.scalar(
+            select(ApRemoteObject).where(ApRemoteObject.uri == posted["note_id"])
+        ),
+        lambda row: row is not None,
+        f"the peer's Note {posted['note_id']} in ap_remote_objects",
+    )
+    assert note is not None
+    assert note.actor_uri == peer.actor
+    assert note.object_type == "Note"
+    assert note.deleted_at is None
+    assert note.published_at is not None
+    assert abs(note.published_at - datetime.now(UTC)) < timedelta(minutes=5)
+    # Stored as Fedify sent it (compacted JSON-LD: single values are not lists).
+    assert note.document["id"] == posted["note_id"]
+    assert note.document["type"] == "Note"
+    assert note.document["to"] in (PUBLIC, [PUBLIC]), note.document
+    assert note.document["cc"] in (f"{peer.actor}/followers", [f"{peer.actor}/followers"])
+    assert note.document["content"] == PEER_NOTE
+    assert note.document["attributedTo"] == peer.actor
+    print(f"\nthe Fedify Note as we keep it: {json.dumps(note.document, indent=1)}")
+    async with http_client() as client:
+        state = await peer.state(client)
+    context = explain(peer, platform, state)
+    assert_double_knock_accepted(
+        posts_of(state, posted["create_id"]), platform.inbox_url("blog"), context
+    )
+    async with AsyncSession(engine) as session:
+        assert await inbox_item_state(session, posted["create_id"]) == "done"
+
+    # 3. The operator's list shows the follow, accepted.
+    listed = await rose_ash(platform, "ap", "following", "--app", "blog")
+    print(f"\nrose-ash ap following --app blog:\n{listed}")
+    rows = [line.split("\t") for line in listed.splitlines() if peer.actor in line]
+    assert len(rows) == 1, listed
+    assert peer.actor in rows[0], listed
+    assert "accepted" in rows[0], listed
+    assert "pending" not in rows[0], listed
+
+    # 4. blog unfollows: our row goes, the peer gets the Undo and forgets blog.
+    await unfollow_undone(engine, peer, platform, "blog", peer.actor, following)
+    listed = await rose_ash(platform, "ap", "following", "--app", "blog")
+    assert peer.actor not in listed, listed
+
+    # 5. What the peer posts now goes to nobody of ours.
+    async with http_client(timeout=FLOW_TIMEOUT) as client:
+        after = await peer.post(client, "<p>Nobody of yours follows me now.</p>")
+        state = await peer.state(client)
+    assert platform.inbox_url("blog") not in after["sent_to"], after
+    assert blog not in [follower["id"] for follower in state["followers"]]
+    assert state["errors"] == [], explain(peer, platform, state)
+
+
+async def test_events_follows_the_fedify_actor_by_handle(
+    peer: Peer, platform: Platform, engine: AsyncEngine
+) -> None:
+    """``peer@host:port`` resolves (WebFinger, which Fedify serves for its actor dispatcher)
+    to the same actor URL; unfollowing by ``@peer@host:port`` undoes the same Follow."""
+    following, state = await follow_accepted(engine, peer, platform, "events", peer.handle)
+    assert following.actor == peer.actor
+    check_follow_received(state, peer, platform, "events", following)
+    webfinger = [
+        (request["scheme"], request["status"])
+        for request in state["incoming"]
+        if request["path"] == "/.well-known/webfinger"
+    ]
+    assert webfinger, explain(peer, platform, state)
+    assert {status for _, status in webfinger} == {200}, explain(peer, platform, state)
+    async with AsyncSession(engine) as session:
+        remote = await session.scalar(select(ApRemoteActor).where(ApRemoteActor.uri == peer.actor))
+    assert remote is not None
+    assert remote.preferred_username == "peer"
+    assert remote.inbox == f"{peer.origin}/users/peer/inbox"
+    assert remote.shared_inbox == f"{peer.origin}/inbox"
+
+    await unfollow_undone(engine, peer, platform, "events", f"@{peer.handle}", following)
+    async with http_client() as client:
+        state = await peer.state(client)
+    assert state["errors"] == [], explain(peer, platform, state)

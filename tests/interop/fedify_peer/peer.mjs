@@ -2,10 +2,15 @@
 //
 // It has one actor, `peer` (its own RSA key pair, used for draft-cavage and RFC 9421
 // signatures, and an Ed25519 one for object proofs), an inbox (per actor and shared) that
-// parses what arrives with Fedify's vocabulary classes, and a control API for the test:
+// parses what arrives with Fedify's vocabulary classes, a followers collection, its Notes
+// (dereferenceable at /notes/{id}), and a control API for the test:
 //
 //   POST /control/follow  {"object": "<actor URL>"}  look the actor up and send it a Follow
+//   POST /control/post    {"content": "<html>"}      send a Create(Note) to every follower
 //   GET  /control/state                              what was received, sent and parsed
+//
+// A Follow of `peer` is accepted at once (an Accept embedding the Follow, sent to the
+// follower's inbox) and its actor remembered as a follower; an Undo of that Follow forgets it.
 //
 // Environment: PEER_PORT (listen on 127.0.0.1 only), PEER_ORIGIN (e.g.
 // http://fedify.localhost:PORT, the canonical origin of the actor's URLs).
@@ -43,11 +48,14 @@ dns.lookup = function lookup(hostname, options, callback) {
 };
 
 const state = {
-  outgoing: [], // every fetch Fedify made: method, url, signature scheme, status
+  outgoing: [], // every fetch Fedify made: method, url, signature scheme, status (and for a
+  // POST, the type and id of the activity it carried)
   incoming: [], // every GET of our actor etc.: path, signature scheme and key id, our status
   inbox_requests: [], // every POST to our inboxes: path, signature scheme, status we answered
   received: [], // activities our inbox listeners parsed
   errors: [], // inbox listener errors
+  sent: [], // activities the peer sent on its own: Accepts of Follows, Creates of its Notes
+  followers: [], // the peer's current followers: id, inbox, shared_inbox, follow_id
 };
 
 function signatureScheme(headers) {
@@ -67,6 +75,23 @@ function signatureKeyId(headers) {
   return match ? match[1] : null;
 }
 
+// The type and id of the activity a POST carries (read from a clone: the body is still sent).
+async function postedActivity(input, init) {
+  try {
+    const body =
+      typeof init?.body === "string"
+        ? init.body
+        : input instanceof Request && init?.body == null
+          ? await input.clone().text()
+          : null;
+    if (body == null) return null;
+    const parsed = JSON.parse(body);
+    return { type: parsed.type ?? null, id: parsed.id ?? null };
+  } catch {
+    return null;
+  }
+}
+
 const originalFetch = globalThis.fetch;
 globalThis.fetch = async function recordingFetch(input, init) {
   const request = input instanceof Request ? input : new Request(input, init);
@@ -76,6 +101,7 @@ globalThis.fetch = async function recordingFetch(input, init) {
     scheme: signatureScheme(new Headers(init?.headers ?? request.headers)),
     status: null,
   };
+  if (entry.method === "POST") entry.activity = await postedActivity(input, init);
   state.outgoing.push(entry);
   try {
     const response = await originalFetch(input, init);
@@ -91,7 +117,11 @@ globalThis.fetch = async function recordingFetch(input, init) {
 const { configure, getConsoleSink } = await import("@logtape/logtape");
 const { createFederation, generateCryptoKeyPair, MemoryKvStore } = await import("@fedify/fedify");
 const vocab = await import("@fedify/vocab");
-const { Accept, Activity, Article, Create, Endpoints, Event, Follow, Note, Person, Place } = vocab;
+const { Accept, Activity, Article, Create, Endpoints, Event, Follow, Note, Person, Place, Undo } =
+  vocab;
+const { PUBLIC_COLLECTION } = vocab;
+// Fedify's own Temporal (Node 22 has none): the Note's `published`.
+const { Temporal } = await import("@js-temporal/polyfill");
 
 await configure({
   contextLocalStorage: new AsyncLocalStorage(),
@@ -135,11 +165,38 @@ federation
       summary: "Follows Rose Ash actors in the interop tests",
       inbox: ctx.getInboxUri(identifier),
       endpoints: new Endpoints({ sharedInbox: ctx.getInboxUri() }),
+      followers: ctx.getFollowersUri(identifier),
       publicKey: keys[0].cryptographicKey,
       assertionMethods: keys.map((key) => key.multikey),
     });
   })
-  .setKeyPairsDispatcher(async (_ctx, identifier) => (identifier === IDENTIFIER ? keyPairs : []));
+  .setKeyPairsDispatcher(async (_ctx, identifier) => (identifier === IDENTIFIER ? keyPairs : []))
+  // WebFinger: acct:peer@<host> is the actor `peer`.
+  .mapHandle((_ctx, username) => (username === IDENTIFIER ? IDENTIFIER : null));
+
+// The peer's followers, by actor id: what a Create of a Note is sent to.
+const followers = new Map(); // actor id -> { actor (a Recipient), follow_id }
+const notes = new Map(); // note id (the {id} of /notes/{id}) -> the Note
+
+function publishFollowers() {
+  state.followers = [...followers.values()].map(({ actor, follow_id }) => ({
+    id: actor.id?.href ?? null,
+    inbox: actor.inboxId?.href ?? null,
+    shared_inbox: actor.endpoints?.sharedInbox?.href ?? null,
+    follow_id,
+  }));
+}
+
+federation.setFollowersDispatcher("/users/{identifier}/followers", async (_ctx, identifier) => {
+  if (identifier !== IDENTIFIER) return null;
+  return { items: [...followers.values()].map(({ actor }) => actor) };
+});
+
+federation.setObjectDispatcher(
+  Note,
+  "/notes/{id}",
+  async (_ctx, values) => notes.get(values.id) ?? null,
+);
 
 function text(value) {
   return value == null ? null : value.toString();
@@ -152,7 +209,7 @@ function urlOf(value) {
 }
 
 function typeName(object) {
-  for (const [name, cls] of Object.entries({ Article, Event, Note, Place, Follow })) {
+  for (const [name, cls] of Object.entries({ Article, Event, Note, Place, Follow, Undo })) {
     if (object instanceof cls) return name;
   }
   return object?.constructor?.name ?? null;
@@ -226,6 +283,68 @@ federation
             },
     });
   }))
+  .on(Follow, recording(async (ctx, follow) => {
+    // Fedify calls listeners only for activities whose signature it verified.
+    const entry = {
+      type: "Follow",
+      id: follow.id?.href ?? null,
+      actor: follow.actorId?.href ?? null,
+      object: follow.objectId?.href ?? null,
+      verified: true,
+      accept_id: null,
+    };
+    state.received.push(entry);
+    if (follow.id == null || follow.objectId == null) return;
+    const parsed = ctx.parseUri(follow.objectId);
+    if (parsed?.type !== "actor" || parsed.identifier !== IDENTIFIER) return;
+    const follower = await follow.getActor();
+    if (follower == null || follower.id == null || follower.inboxId == null) {
+      throw new Error(`the follower of ${follow.id.href} has no inbox`);
+    }
+    const accept = new Accept({
+      id: new URL(`/accepts/${randomUUID()}`, origin),
+      actor: ctx.getActorUri(IDENTIFIER),
+      to: follower.id,
+      object: follow,
+    });
+    followers.set(follower.id.href, { actor: follower, follow_id: follow.id.href });
+    publishFollowers();
+    entry.accept_id = accept.id.href;
+    await ctx.sendActivity({ identifier: IDENTIFIER }, follower, accept);
+    state.sent.push({
+      type: "Accept",
+      id: accept.id.href,
+      object: follow.id.href,
+      to: [follower.inboxId.href],
+    });
+  }))
+  .on(Undo, recording(async (ctx, undo) => {
+    const undone = await undo.getObject();
+    const entry = {
+      type: "Undo",
+      id: undo.id?.href ?? null,
+      actor: undo.actorId?.href ?? null,
+      object_id: undo.objectId?.href ?? null,
+      object:
+        undone == null
+          ? null
+          : {
+              type: typeName(undone),
+              id: undone.id?.href ?? null,
+              actor: undone instanceof Follow ? (undone.actorId?.href ?? null) : null,
+              object: undone instanceof Follow ? (undone.objectId?.href ?? null) : null,
+            },
+      forgot_follower: false,
+    };
+    state.received.push(entry);
+    if (!(undone instanceof Follow) || undo.actorId == null) return;
+    // Only the follower itself can undo its Follow (of the peer).
+    const actorId = undo.actorId.href;
+    if (undone.actorId?.href !== actorId) return;
+    if (undone.objectId?.href !== ctx.getActorUri(IDENTIFIER).href) return;
+    entry.forgot_follower = followers.delete(actorId);
+    publishFollowers();
+  }))
   .on(Create, recording(async (ctx, create) => {
     const object = await create.getObject();
     state.received.push({
@@ -280,6 +399,49 @@ async function follow(target) {
   };
 }
 
+// A Create of a new Note by the peer (to Public, cc its followers), sent to every follower.
+async function post(content) {
+  const ctx = federation.createContext(new URL(origin), undefined);
+  const noteId = randomUUID();
+  const note = new Note({
+    id: ctx.getObjectUri(Note, { id: noteId }),
+    attribution: ctx.getActorUri(IDENTIFIER),
+    to: PUBLIC_COLLECTION,
+    cc: ctx.getFollowersUri(IDENTIFIER),
+    content,
+    published: Temporal.Now.instant(),
+  });
+  notes.set(noteId, note);
+  const create = new Create({
+    id: new URL(`/creates/${randomUUID()}`, origin),
+    actor: ctx.getActorUri(IDENTIFIER),
+    to: PUBLIC_COLLECTION,
+    cc: ctx.getFollowersUri(IDENTIFIER),
+    object: note,
+    published: note.published,
+  });
+  const recipients = [...followers.values()].map(({ actor }) => actor);
+  const result = {
+    create_id: create.id.href,
+    note_id: note.id.href,
+    sent_to: recipients.map((actor) => actor.inboxId.href),
+  };
+  if (recipients.length > 0) {
+    try {
+      await ctx.sendActivity({ identifier: IDENTIFIER }, recipients, create);
+    } catch (error) {
+      return { ...result, error: String(error) };
+    }
+  }
+  state.sent.push({
+    type: "Create",
+    id: result.create_id,
+    object: result.note_id,
+    to: result.sent_to,
+  });
+  return result;
+}
+
 async function control(request, response, url, body) {
   if (request.method === "GET" && url.pathname === "/control/state") {
     return json(response, 200, state);
@@ -287,6 +449,10 @@ async function control(request, response, url, body) {
   if (request.method === "POST" && url.pathname === "/control/follow") {
     const { object } = JSON.parse(body.toString("utf8"));
     return json(response, 200, await follow(object));
+  }
+  if (request.method === "POST" && url.pathname === "/control/post") {
+    const { content } = JSON.parse(body.toString("utf8"));
+    return json(response, 200, await post(content));
   }
   return json(response, 404, { error: "no such control endpoint" });
 }
