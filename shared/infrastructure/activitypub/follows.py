@@ -46,10 +46,11 @@ from shared.models.ap_inbox import ApFollowing
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 HANDLE = re.compile(r"^(?:acct:|@)?([^@\s/?#]+)@([^@\s/?#]+)$")
+# The WebFinger link types of an ActivityPub actor, compared without spaces.
 ACTOR_LINK_TYPES = frozenset(
     {
         "application/activity+json",
-        'application/ld+json; profile="https://www.w3.org/ns/activitystreams"',
+        'application/ld+json;profile="https://www.w3.org/ns/activitystreams"',
     }
 )
 
@@ -106,7 +107,7 @@ def actor_link(document: dict[str, Any]) -> str | None:
         if not isinstance(link, dict) or link.get("rel") != "self":
             continue
         href, kind = link.get("href"), str(link.get("type", "")).replace(" ", "")
-        if isinstance(href, str) and kind in {t.replace(" ", "") for t in ACTOR_LINK_TYPES}:
+        if isinstance(href, str) and kind in ACTOR_LINK_TYPES:
             return href
     return None
 
@@ -186,7 +187,7 @@ async def do_follow(
     caller commits). Already accepted: nothing changes. Still pending: a new Follow is sent."""
     actor = await fetch_followable(session, settings, client, app, target)
     remote_id = await session.scalar(select(ApRemoteActor.id).where(ApRemoteActor.uri == actor.uri))
-    if remote_id is None:  # get_remote_actor stored it; a deleted actor has no row to follow
+    if remote_id is None:  # get_remote_actor has just stored it: gone only if deleted meanwhile
         raise InvalidInputError(f"{actor.uri} is not a followable actor")
     following = await session.scalar(
         select(ApFollowing).where(ApFollowing.app == app, ApFollowing.remote_actor_id == remote_id)

@@ -18,6 +18,7 @@ from shared.contracts.errors import InvalidInputError, NotFoundError
 from shared.infrastructure.activitypub import urls
 from shared.infrastructure.activitypub.blocks import do_block
 from shared.infrastructure.activitypub.follows import (
+    actor_link,
     do_follow,
     do_unfollow,
     list_following,
@@ -122,6 +123,19 @@ def test_webfinger_is_asked_over_https_except_on_loopback_names_when_allowed(
         update={"activitypub": settings.activitypub.model_copy(update={"allow_loopback": False})}
     )
     assert webfinger_url(strict, "bob", "peer.localhost").startswith("https://")
+
+
+def test_the_actor_link_of_a_webfinger_answer_is_the_self_link_of_an_activitypub_type() -> None:
+    profile = {"rel": "http://webfinger.net/rel/profile-page", "href": "https://a.example/@b"}
+    html = {"rel": "self", "type": "text/html", "href": "https://a.example/@b"}
+    ld = {
+        "rel": "self",
+        "type": 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"',
+        "href": "https://a.example/users/b",
+    }
+    assert actor_link({"links": [profile, html, ld]}) == "https://a.example/users/b"
+    assert actor_link({"links": [profile, html]}) is None
+    assert actor_link({"links": "nonsense"}) is None
 
 
 async def test_unfollowing_sends_undo_of_the_follow_and_forgets_it(
