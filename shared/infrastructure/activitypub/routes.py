@@ -227,10 +227,21 @@ async def get_profile(actor: str) -> ActorProfile:
 async def get_icon(name: str) -> Any:
     if not is_served_here(name):
         return await error_response(404, "There is no such actor here.")
+    return icon_response(name)
+
+
+@activitypub_bp.get("/favicon.ico")
+async def get_favicon() -> Response:
+    """The app's own actor icon (a PNG: every browser takes one at this path), so that no page
+    makes the browser log a 404 for its favicon (base.html links it too)."""
+    return icon_response(get_state().name)
+
+
+def icon_response(actor: str) -> Response:
     cache = get_document_cache()
-    body = cache.icons.get(name)
+    body = cache.icons.get(actor)
     if body is None:
-        body = cache.icons[name] = documents.build_icon_png(name)
+        body = cache.icons[actor] = documents.build_icon_png(actor)
     headers = {"Cache-Control": ICON_CACHE_CONTROL, **CORS_ANY}
     return Response(body, content_type="image/png", headers=headers)
 

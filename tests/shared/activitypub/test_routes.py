@@ -614,3 +614,22 @@ async def test_activities_public_served_internal_not(
     document = await get_json(client, path_of(public), MASTODON_ACCEPT)
     assert document["id"] == public
     assert (await client.get(path_of(internal), headers=AP)).status_code == 404
+
+
+async def test_every_app_serves_its_icon_as_its_favicon(make_client: ClientMaker) -> None:
+    """Browsers ask every host for /favicon.ico (and base.html links it): a PNG, never a 404."""
+    icons = set()
+    for app, factory in FACTORIES.items():
+        client = await make_client(factory)
+        favicon = await client.get("/favicon.ico", headers={"Accept": "image/*"})
+        assert favicon.status_code == 200, app
+        assert favicon.mimetype == "image/png"
+        body = await favicon.get_data()
+        assert body.startswith(b"\x89PNG\r\n\x1a\n")
+        assert body == await (await client.get(f"/ap/icons/{app}.png")).get_data()
+        page = await client.get("/ap/actors/" + app, headers=BROWSER)
+        assert '<link rel="icon" type="image/png" href="/favicon.ico">' in await page.get_data(
+            as_text=True
+        )
+        icons.add(body)
+    assert len(icons) == len(FACTORIES)  # each app in its own colour
