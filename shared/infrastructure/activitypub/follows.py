@@ -34,7 +34,7 @@ from shared.config import APP_NAMES, Settings
 from shared.contracts.errors import InvalidInputError, NotFoundError
 from shared.infrastructure.activitypub import urls
 from shared.infrastructure.activitypub.blocks import get_block_list
-from shared.infrastructure.activitypub.publish import emit_activity
+from shared.infrastructure.activitypub.publish import AS_CONTEXT, emit_activity
 from shared.infrastructure.activitypub.remote import (
     RemoteActorDTO,
     RemoteClient,
@@ -44,7 +44,6 @@ from shared.infrastructure.activitypub.remote import (
 from shared.models.ap_actors import ApRemoteActor
 from shared.models.ap_inbox import ApFollowing
 
-AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 HANDLE = re.compile(r"^(?:acct:|@)?([^@\s/?#]+)@([^@\s/?#]+)$")
 # The WebFinger link types of an ActivityPub actor, compared without spaces.
 ACTOR_LINK_TYPES = frozenset(

@@ -24,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
+from shared.infrastructure.activitypub.documents import AS_NAMESPACE, PUBLIC_ADDRESS
 from shared.models.ap_outbox import ApActivity, ApObject
 
 # The channel workers LISTEN on; notified (at commit) for every emitted activity.
 ACTIVITIES_CHANNEL = "ap_activities"
-PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
-AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
+PUBLIC = PUBLIC_ADDRESS
+AS_CONTEXT = AS_NAMESPACE
 # Mobilizon's terms for events (FEP-8a8e): timezone and joinMode are not in ActivityStreams.
 EVENT_CONTEXT: dict[str, Any] = {
     "mz": "https://joinmobilizon.org/ns#",
