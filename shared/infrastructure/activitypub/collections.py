@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from markupsafe import Markup
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -43,6 +44,16 @@ class Page(Generic[ItemT]):
     oldest_id: int | None
     has_older: bool
     has_newer: bool
+
+
+@dataclass(frozen=True)
+class RecentPost:
+    """One of an actor's published objects, as its HTML profile lists it."""
+
+    object_type: str
+    title: str  # the name, else the summary, else the start of the text
+    url: str  # where a person reads it (the object's url, else its id)
+    published_at: datetime
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,57 @@ async def count_outbox(session: AsyncSession, actor: str) -> int:
         .where(ApActivity.app == actor, ApActivity.visibility == OUTBOX_VISIBILITY)
     )
     return int(await session.scalar(statement) or 0)
+
+
+async def count_posts(session: AsyncSession, actor: str) -> int:
+    """The actor's published objects that are not deleted."""
+    statement = (
+        select(func.count())
+        .select_from(ApObject)
+        .where(ApObject.app == actor, ApObject.deleted_at.is_(None))
+    )
+    return int(await session.scalar(statement) or 0)
+
+
+async def list_recent_posts(session: AsyncSession, actor: str, limit: int) -> list[RecentPost]:
+    """The actor's newest published objects that are not deleted, newest first."""
+    rows = await session.execute(
+        select(ApObject.uri, ApObject.object_type, ApObject.document, ApObject.published_at)
+        .where(ApObject.app == actor, ApObject.deleted_at.is_(None))
+        .order_by(ApObject.published_at.desc(), ApObject.id.desc())
+        .limit(limit)
+    )
+    return [
+        RecentPost(kind, title_of(document), link_of(document, uri), published)
+        for uri, kind, document, published in rows
+    ]
+
+
+TITLE_CHARACTERS = 120
+
+
+def title_of(document: dict[str, Any]) -> str:
+    """Plain text to list an object by: its name (plain text in ActivityStreams), else its
+    summary or the start of its content (both HTML)."""
+    for field_name in ("name", "summary", "content"):
+        value = document.get(field_name)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        if field_name != "name":
+            # Jinja's striptags: tags dropped, entities decoded, a plain str (escaped when shown).
+            value = Markup(value).striptags()  # noqa: S704
+        text = " ".join(value.split())
+        if len(text) > TITLE_CHARACTERS:
+            text = text[: TITLE_CHARACTERS - 1].rstrip() + "…"
+        return text
+    return "(untitled)"
+
+
+def link_of(document: dict[str, Any], uri: str) -> str:
+    url = document.get("url")
+    if isinstance(url, str) and url.startswith(("https://", "http://")):
+        return url
+    return uri
 
 
 async def list_outbox_page(

@@ -279,10 +279,12 @@ async def store_object(
         "document": document,
         "updated_at": None if deleted else (obj.updated or None),
         "deleted_at": now if deleted else None,
+        # As the document says (build_object): published, else the time of this publish.
+        "published_at": obj.published or now,
     }
-    if obj.published is not None:
-        values["published_at"] = obj.published
     changed = {key: value for key, value in values.items() if key not in ("uri", "app")}
+    if obj.published is None:
+        changed.pop("published_at")  # an object published before keeps its first time
     if deleted:
         changed.pop("updated_at")
     statement = insert(ApObject).values(**values)

@@ -57,6 +57,7 @@ CollectionKind = Literal["outbox", "followers", "following"]
 CACHE_EXTENSION_KEY = "rose_ash_activitypub_documents"
 DOCUMENT_CACHE_CONTROL = "max-age=300, public"
 ICON_CACHE_CONTROL = "max-age=86400, public"
+PROFILE_RECENT_POSTS = 10  # the newest posts an actor's HTML profile lists
 CORS_ANY = {"Access-Control-Allow-Origin": "*"}
 FALLBACK_VERSION = "0.1.0"
 ACTOR_PATH = re.compile(r"^/ap/actors/([a-z]+)$")
@@ -97,6 +98,7 @@ class ActorProfile:
     home_url: str
     home_label: str
     outbox_url: str
+    recent: list[collections.RecentPost]
 
 
 def get_document_cache() -> DocumentCache:
@@ -216,10 +218,11 @@ async def get_profile(actor: str) -> ActorProfile:
         icon_url=documents.icon_url(settings, actor),
         followers=await collections.count_followers(session, actor),
         following=await collections.count_following(session, actor),
-        posts=await collections.count_outbox(session, actor),
+        posts=await collections.count_posts(session, actor),
         home_url=settings.url_of(home) + "/",
         home_label=f"{APP_LABELS.get(home, home)} home",
         outbox_url=urls.outbox_url(settings, actor),
+        recent=await collections.list_recent_posts(session, actor, PROFILE_RECENT_POSTS),
     )
 
 

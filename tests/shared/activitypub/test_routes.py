@@ -28,6 +28,7 @@ from market.app import create_app as create_market
 from shared.config import Settings
 from shared.infrastructure.activitypub import keys, urls
 from shared.infrastructure.activitypub.documents import LD_JSON, NODEINFO_SCHEMA
+from shared.infrastructure.activitypub.publish import PublishableObject, publish
 from shared.infrastructure.activitypub.routes import (
     choose_representation,
     install_activitypub_fast_path,
@@ -212,6 +213,47 @@ async def test_profile_page_counts_followers(
     client = await make_client(create_blog)
     html = await (await client.get("/ap/actors/blog", headers=BROWSER)).get_data(as_text=True)
     assert "3</h3> followers" in html
+
+
+async def test_profile_page_lists_the_recent_posts_a_person_can_read(
+    make_client: ClientMaker, session: AsyncSession, settings: Settings
+) -> None:
+    article = PublishableObject(
+        "Article",
+        content="<p>The whole story</p>",
+        name="Spring fair <announced>",
+        summary="Stalls, music and cake",
+        url="http://blog.localhost/spring-fair/",
+    )
+    note = PublishableObject("Note", content="<p>Doors open at <b>ten</b> &amp; close at six</p>")
+    gone = PublishableObject("Article", content="x", name="Withdrawn", summary="s")
+    moment = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    await publish(session, settings, "blog", article, verb="Create", now=moment)
+    note_activity = await publish(
+        session, settings, "blog", note, verb="Create", now=moment.replace(day=2)
+    )
+    withdrawn = await publish(session, settings, "blog", gone, verb="Create", now=moment)
+    await publish(
+        session,
+        settings,
+        "blog",
+        PublishableObject("Article", content="x", name="Withdrawn", summary="s",
+                          uri=withdrawn.document["object"]["id"]),
+        verb="Delete",
+    )  # fmt: skip
+    await session.commit()
+    client = await make_client(create_blog)
+    html = await (await client.get("/ap/actors/blog", headers=BROWSER)).get_data(as_text=True)
+    assert "2</h3> posts" in html
+    assert "Withdrawn" not in html
+    note_uri = note_activity.document["object"]["id"]
+    newest_first = [
+        f'<a href="{note_uri}">Doors open at ten &amp; close at six</a>',
+        '<a href="http://blog.localhost/spring-fair/">Spring fair &lt;announced&gt;</a>',
+    ]
+    positions = [html.index(item) for item in newest_first]
+    assert positions == sorted(positions)
+    assert '<time datetime="2026-03-02T12:00:00+00:00">2 Mar 2026</time>' in html
 
 
 @pytest.mark.parametrize(
