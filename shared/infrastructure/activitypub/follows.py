@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import APP_NAMES, Settings
@@ -40,6 +40,7 @@ from shared.infrastructure.activitypub.remote import (
     RemoteClient,
     RemoteFetchError,
     get_remote_actor,
+    is_localhost_name,
 )
 from shared.models.ap_actors import ApRemoteActor
 from shared.models.ap_inbox import ApFollowing
@@ -81,8 +82,8 @@ def parse_handle(target: str) -> tuple[str, str] | None:
 def is_loopback_name(host: str) -> bool:
     """Whether ``host`` (maybe with a port) names this machine: localhost, *.localhost, a
     loopback address."""
-    name = (urlsplit(f"//{host}").hostname or "").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    name = urlsplit(f"//{host}").hostname or ""
+    if is_localhost_name(name):
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -220,9 +221,7 @@ async def do_unfollow(
     if row is None:
         actor_url = (await resolve_actor_url(settings, client, target)).split("#", 1)[0]
         found = await session.execute(
-            select(ApFollowing, ApRemoteActor)
-            .join(ApRemoteActor, ApRemoteActor.id == ApFollowing.remote_actor_id)
-            .where(ApFollowing.app == app, ApRemoteActor.uri == actor_url)
+            select_follows().where(ApFollowing.app == app, ApRemoteActor.uri == actor_url)
         )
         first = found.first()
         row = (first[0], first[1]) if first is not None else None
@@ -243,14 +242,19 @@ async def do_unfollow(
     return view
 
 
+def select_follows() -> Select[ApFollowing, ApRemoteActor]:
+    """Our follows, each with the remote actor it follows."""
+    return select(ApFollowing, ApRemoteActor).join(
+        ApRemoteActor, ApRemoteActor.id == ApFollowing.remote_actor_id
+    )
+
+
 async def find_following_by_handle(session: AsyncSession, app: str, user: str, host: str) -> Any:
     """(ApFollowing, ApRemoteActor) of ``app``'s follow of user@host, or None. The host may
     carry a port; the stored domain does not, so the port is matched on the actor's URL."""
     name = (urlsplit(f"//{host}").hostname or "").lower()
     rows = await session.execute(
-        select(ApFollowing, ApRemoteActor)
-        .join(ApRemoteActor, ApRemoteActor.id == ApFollowing.remote_actor_id)
-        .where(
+        select_follows().where(
             ApFollowing.app == app,
             ApRemoteActor.preferred_username == user,
             ApRemoteActor.domain == name,
@@ -264,11 +268,7 @@ async def find_following_by_handle(session: AsyncSession, app: str, user: str, h
 
 async def list_following(session: AsyncSession, app: str | None = None) -> list[FollowingView]:
     """Every follow of ours (of ``app``'s actor only, when given), oldest first."""
-    query = (
-        select(ApFollowing, ApRemoteActor)
-        .join(ApRemoteActor, ApRemoteActor.id == ApFollowing.remote_actor_id)
-        .order_by(ApFollowing.id)
-    )
+    query = select_follows().order_by(ApFollowing.id)
     if app is not None:
         query = query.where(ApFollowing.app == app)
     rows = await session.execute(query)

@@ -151,6 +151,12 @@ def normalise_host(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
 
+def is_localhost_name(host: str) -> bool:
+    """``localhost`` and ``*.localhost``: loopback by name (RFC 6761)."""
+    name = normalise_host(host)
+    return name == "localhost" or name.endswith(".localhost")
+
+
 def address_problem(address: IPAddress) -> str | None:
     """Why ``address`` is no place for a request from strangers' URLs, or None if public."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -198,9 +204,9 @@ def check_url(url: str) -> httpx.URL:
 
 async def resolve_host(host: str, port: int) -> list[str]:
     """The addresses ``host`` resolves to (``*.localhost`` is loopback, RFC 6761)."""
-    name = normalise_host(host)
-    if name == "localhost" or name.endswith(".localhost"):
+    if is_localhost_name(host):
         return [LOOPBACK]
+    name = normalise_host(host)
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
