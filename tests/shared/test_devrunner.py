@@ -12,8 +12,10 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import psutil
+import redis
 
 from shared.config import APP_NAMES
+from shared.worker import HEARTBEAT_KEY_PREFIX
 
 
 def free_ports(count: int) -> list[int]:
@@ -31,7 +33,18 @@ def fetch(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-def test_dev_runs_six_apps_on_embedded_servers_and_stops_cleanly(tmp_path: Path) -> None:
+def worker_heartbeats(socket_path: Path) -> list[str]:
+    """The heartbeat keys of the workers alive on the dev runner's embedded Redis."""
+    client = redis.Redis(unix_socket_path=str(socket_path), decode_responses=True)
+    try:
+        return [str(key) for key in client.scan_iter(HEARTBEAT_KEY_PREFIX + "*")]
+    finally:
+        client.close()
+
+
+def test_dev_runs_six_apps_and_the_worker_on_embedded_servers_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
     ports = dict(zip(APP_NAMES, free_ports(len(APP_NAMES)), strict=True))
     environment = {
         k: v
@@ -60,6 +73,7 @@ def test_dev_runs_six_apps_on_embedded_servers_and_stops_cleanly(tmp_path: Path)
             lines.append(line)
         output = "".join(lines)
         assert "seeded the demo data" in output
+        assert "the worker is starting" in output
         for name, port in ports.items():
             assert f"http://{name}.localhost:{port}/" in output
             assert fetch(f"http://127.0.0.1:{port}/readyz")[0] == 200
@@ -70,6 +84,12 @@ def test_dev_runs_six_apps_on_embedded_servers_and_stops_cleanly(tmp_path: Path)
         started = psutil.Process(runner.pid).children(recursive=True)
         commands = [" ".join(process.cmdline()) for process in started]
         assert sum("hypercorn" in command for command in commands) >= len(APP_NAMES)
+        assert any(command.endswith("shared.cli worker") for command in commands), commands
+        # The worker is not only started: it runs (its heartbeat is in the dev Redis).
+        deadline = time.monotonic() + 30
+        while not worker_heartbeats(tmp_path / "devdata" / "redis" / "redis.sock"):
+            assert time.monotonic() < deadline, "the dev worker never recorded a heartbeat"
+            time.sleep(0.5)
         assert any("redis-server" in command for command in commands)
         postgres = [
             p
