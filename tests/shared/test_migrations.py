@@ -58,25 +58,62 @@ def test_downgrade_to_base_and_upgrade_again(scratch_postgres: EmbeddedPostgres)
     assert get_current(url).endswith("(head)")
 
 
-def test_two_processes_migrating_at_once_do_not_race(scratch_postgres: EmbeddedPostgres) -> None:
-    """Four `rose-ash db upgrade` processes on an empty database: all succeed, one builds it."""
+async def count_lock_waiters(holder: asyncpg.Connection, database: str) -> int:
+    """How many sessions of ``database`` wait for an advisory lock (none is granted to them)."""
+    waiting: int = await holder.fetchval(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = $1",
+        database,
+    )
+    return waiting
+
+
+async def test_processes_migrating_at_once_do_not_race(
+    scratch_postgres: EmbeddedPostgres,
+) -> None:
+    """Four `rose-ash db upgrade` processes on an empty database: all succeed, one builds it.
+
+    The overlap is made certain, not left to scheduling: the test holds the migration lock
+    while the processes start, waits until all four queue for it, then lets them go at once.
+    A process that took no lock (or took it after reading the database's revision) runs the
+    first revision too, every time."""
     scratch_postgres.create_database("rose_ash_race", replace=True)
     url = scratch_postgres.url("rose_ash_race")
     environment = {**os.environ, "DATABASE_URL": url}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "db", "upgrade"],
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(4)
-    ]
-    outputs = [process.communicate(timeout=120)[0].decode() for process in processes]
+    holder = await asyncpg.connect(url)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", "db", "upgrade"],
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(4)
+        ]
+        deadline = asyncio.get_running_loop().time() + 60
+        while await count_lock_waiters(holder, "rose_ash_race") < len(processes):
+            exited = [process.args for process in processes if process.poll() is not None]
+            assert not exited, "an upgrade ran without waiting for the migration lock"
+            assert asyncio.get_running_loop().time() < deadline, "the upgrades never queued"
+            await asyncio.sleep(0.1)
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+        outputs = [
+            (await asyncio.to_thread(process.communicate, timeout=120))[0].decode()
+            for process in processes
+        ]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        await holder.close()
     assert [process.returncode for process in processes] == [0, 0, 0, 0], outputs
     ran_first_revision = [out for out in outputs if "Running upgrade  -> 0001" in out]
     assert len(ran_first_revision) == 1, outputs
-    assert get_current(url).endswith("(head)")
+    assert (await asyncio.to_thread(get_current, url)).endswith("(head)")
 
 
 async def test_a_migration_waits_for_the_advisory_lock(scratch_postgres: EmbeddedPostgres) -> None:
