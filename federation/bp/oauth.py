@@ -22,7 +22,7 @@ from werkzeug.datastructures import MultiDict
 
 from federation.services.authorization import (
     SUPPORTED_SCOPES,
-    CodeAlreadyUsedError,
+    CredentialAlreadyUsedError,
     Member,
     QuartOAuth2Request,
     RoseAshAuthorizationServer,
@@ -184,7 +184,6 @@ async def authorize() -> Response | str | tuple[str, int]:
         )
     oauth = QuartOAuth2Request("GET", request.url, dict(request.headers), params, MultiDict(), work)
     server = get_server()
-    server.current_work = work
     try:
         grant = server.get_consent_grant(oauth, end_user=member)
     except OAuth2Error as error:
@@ -273,14 +272,13 @@ async def token() -> Response:
     session = get_session()
     work = Work()
     await load_for_token_request(session, get_settings(), work, form, await read_client_id(form))
-    server = get_server()
-    server.current_work = work
-    result = server.create_token_response(oauth_request(work, form))
+    result = get_server().create_token_response(oauth_request(work, form))
     try:
         await work.apply(session)
-    except CodeAlreadyUsedError as race:
-        await session.rollback()
-        await do_revoke_grant(session, race.grant_id, "authorization code replayed")
+    except CredentialAlreadyUsedError as race:
+        # A concurrent request used the same code or refresh token first: a replay. The
+        # failed write was this request's first, so there is nothing of it to undo.
+        await do_revoke_grant(session, race.grant_id, race.reason)
         await session.commit()
         return json_response({"error": "invalid_grant"}, 400, NO_STORE)
     # Commit also when Authlib refused: a replayed code or reused refresh token has just
@@ -297,9 +295,7 @@ async def token_endpoint(name: str) -> Response:
     work = Work()
     await load_client(session, work, await read_client_id(form))
     await load_tokens(session, work, form.get("token"))
-    server = get_server()
-    server.current_work = work
-    result = server.create_endpoint_response(name, oauth_request(work, form))
+    result = get_server().create_endpoint_response(name, oauth_request(work, form))
     await work.apply(session)
     await session.commit()
     response = to_response(result)

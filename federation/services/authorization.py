@@ -13,7 +13,9 @@ adapt its storage to our async sessions with a unit of work:
 
 Security rules on top of Authlib's defaults: PKCE S256 only (plain refused), exact redirect
 URIs, codes single-use and valid 60 s, refresh tokens rotated on every use, a reused refresh
-token or a replayed code revokes the whole grant, everything stored as SHA-256 hashes.
+token or a replayed code revokes the whole grant (also when two requests use it at the same
+moment: the write that marks it used is guarded, and the loser is the reuse), everything
+stored as SHA-256 hashes. The unit of work Authlib reads is per request (CURRENT_WORK).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -278,6 +281,18 @@ class Work:
         self.writes.clear()
 
 
+# The work of the request Authlib is serving. Some of Authlib's storage hooks get no request
+# (query_client, resolve_client_private_key, ...), and one server instance serves every
+# request: the work must be per request, never an attribute of the server, or a request
+# interleaved at an await (e.g. between consent and the authorization response) would make
+# Authlib read another request's clients and tokens. A ContextVar is per asyncio task.
+CURRENT_WORK: ContextVar[Work] = ContextVar("rose_ash_oauth_work")
+
+
+def current_work() -> Work:
+    return CURRENT_WORK.get()
+
+
 class QuartOAuth2Payload(OAuth2Payload):  # type: ignore[misc]
     def __init__(self, values: MultiDict[str, str]) -> None:
         self._values = values
@@ -400,7 +415,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 .returning(OAuthAuthorizationCode.code_hash)
             )
             if marked.first() is None:  # a concurrent redemption won the race
-                raise CodeAlreadyUsedError(authorization_code.grant_id)
+                raise CredentialAlreadyUsedError(
+                    authorization_code.grant_id, "authorization code replayed"
+                )
 
         work.writes.insert(0, mark_used)
 
@@ -408,12 +425,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         return self.request.work.members.get(authorization_code.user_id)  # type: ignore[no-any-return]
 
 
-class CodeAlreadyUsedError(Exception):
-    """Two requests redeemed one code at the same moment; the second loses everything."""
+class CredentialAlreadyUsedError(Exception):
+    """Two requests used one code or refresh token at the same moment: the second finds it
+    already used when it writes, and is treated as a replay (the grant is revoked).
 
-    def __init__(self, grant_id: int) -> None:
-        super().__init__(f"authorization code of grant {grant_id} redeemed twice")
+    Raised by the first write of the unit of work, so the request has written nothing yet."""
+
+    def __init__(self, grant_id: int, reason: str) -> None:
+        super().__init__(f"grant {grant_id}: {reason} (concurrently)")
         self.grant_id = grant_id
+        self.reason = reason
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -438,13 +459,24 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def revoke_old_credential(self, refresh_token: TokenRecord) -> None:
         async def mark_rotated(session: AsyncSession) -> None:
-            await session.execute(
+            # Guarded: of two requests that loaded the token unused, only one may rotate it
+            # (the other waits on the row lock, then matches nothing). A token revoked since
+            # it was loaded (its grant ended) matches nothing either.
+            marked = await session.execute(
                 update(OAuthToken)
-                .where(OAuthToken.id == refresh_token.id)
+                .where(
+                    OAuthToken.id == refresh_token.id,
+                    OAuthToken.refresh_used_at.is_(None),
+                    OAuthToken.revoked_at.is_(None),
+                )
                 .values(refresh_used_at=now_utc(), revoked_at=now_utc())
+                .returning(OAuthToken.id)
             )
+            if marked.first() is None:
+                raise CredentialAlreadyUsedError(refresh_token.grant_id, "refresh token reused")
 
-        self.request.work.writes.append(mark_rotated)
+        # First, before the new token is inserted: the loser must not have written anything.
+        self.request.work.writes.insert(0, mark_rotated)
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -471,13 +503,12 @@ class RoseAshOpenIDCode(OpenIDCode):  # type: ignore[misc]
     def __init__(self, issuer: str) -> None:
         super().__init__(require_nonce=True)
         self.issuer = issuer
-        self.current_work = Work()
 
     def exists_nonce(self, nonce: str, request: QuartOAuth2Request) -> bool:
         return nonce in request.work.nonces_used
 
     def resolve_client_private_key(self, client: ClientRecord) -> RSAKey:
-        work: Work = self.current_work
+        work = current_work()
         assert work.signing_key is not None
         return work.signing_key
 
@@ -485,7 +516,7 @@ class RoseAshOpenIDCode(OpenIDCode):  # type: ignore[misc]
         return "RS256"
 
     def get_encode_header(self, client: ClientRecord) -> dict[str, str]:
-        return {"alg": "RS256", "kid": self.current_work.signing_kid or "", "typ": "JWT"}
+        return {"alg": "RS256", "kid": current_work().signing_kid or "", "typ": "JWT"}
 
     def get_client_claims(self, client: ClientRecord) -> dict[str, Any]:
         now = int(time.time())
@@ -501,12 +532,8 @@ class RoseAshOpenIDCode(OpenIDCode):  # type: ignore[misc]
         # Which device session (OIDC `sid`, used by back-channel logout) and which grant the
         # app must check on each request.
         info["sid"] = str(user.sso_session_id or "")
-        info["grant_id"] = self.current_work.grant_id
+        info["grant_id"] = current_work().grant_id
         return info
-
-    def encode_id_token(self, token: dict[str, Any], request: QuartOAuth2Request) -> str:
-        self.current_work = request.work
-        return str(super().encode_id_token(token, request))
 
 
 def build_user_info(user: Member, scope: str) -> UserInfo:
@@ -526,7 +553,7 @@ class RoseAshRevocation(RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = AUTH_METHODS
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
-        return self.server.current_work.tokens.get(hash_token(token_string))  # type: ignore[no-any-return]
+        return current_work().tokens.get(hash_token(token_string))
 
     def revoke_token(self, token: TokenRecord, request: QuartOAuth2Request) -> None:
         if token.named == "refresh_token":
@@ -546,7 +573,7 @@ class RoseAshIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post"]
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
-        return self.server.current_work.tokens.get(hash_token(token_string))  # type: ignore[no-any-return]
+        return current_work().tokens.get(hash_token(token_string))
 
     def check_permission(
         self, token: TokenRecord, client: ClientRecord, request: QuartOAuth2Request
@@ -555,7 +582,7 @@ class RoseAshIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
         return client.first_party or token.client_id == client.client_id
 
     def introspect_token(self, token: TokenRecord) -> dict[str, Any]:
-        member = self.server.current_work.members.get(token.user_id)
+        member = current_work().members.get(token.user_id)
         expiry = (
             token.refresh_expires_at if token.named == "refresh_token" else token.access_expires_at
         )
@@ -600,7 +627,6 @@ class RoseAshAuthorizationServer(AuthlibServer):  # type: ignore[misc]
     def __init__(self, issuer: str) -> None:
         super().__init__(scopes_supported=list(SUPPORTED_SCOPES))
         self.issuer = issuer
-        self.current_work = Work()
         self.register_token_generator(
             "default",
             BearerTokenGenerator(
@@ -619,7 +645,7 @@ class RoseAshAuthorizationServer(AuthlibServer):  # type: ignore[misc]
         self.register_endpoint(RoseAshIntrospection)
 
     def query_client(self, client_id: str) -> ClientRecord | None:
-        return self.current_work.clients.get(client_id)
+        return current_work().clients.get(client_id)
 
     def save_token(self, token: dict[str, Any], request: QuartOAuth2Request) -> None:
         work = request.work
@@ -657,13 +683,26 @@ class RoseAshAuthorizationServer(AuthlibServer):  # type: ignore[misc]
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None
 
+    # Every entry into Authlib passes our request, which carries its work: make it this
+    # request's current work right there, with no await before Authlib reads it.
+
     def create_oauth2_request(self, request: QuartOAuth2Request) -> QuartOAuth2Request:
-        self.current_work = request.work
+        CURRENT_WORK.set(request.work)
         return request
 
     def create_json_request(self, request: QuartOAuth2Request) -> QuartOAuth2Request:
-        self.current_work = request.work
+        CURRENT_WORK.set(request.work)
         return request
+
+    def create_authorization_response(
+        self,
+        request: QuartOAuth2Request,
+        grant_user: Member | None = None,
+        grant: grants.AuthorizationCodeGrant | None = None,
+    ) -> tuple[int, Any, list[tuple[str, str]]]:
+        # Authlib skips create_oauth2_request when given an OAuth2Request already.
+        CURRENT_WORK.set(request.work)
+        return super().create_authorization_response(request, grant_user, grant)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------------

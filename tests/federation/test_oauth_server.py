@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -19,6 +20,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.app import create_app
+from federation.bp import oauth as oauth_views
 from federation.services.member_session import SSO_COOKIE
 from shared.config import Settings
 from shared.models.identity import OAuthAuthorizationCode, OAuthClient, OAuthGrant
@@ -29,6 +31,8 @@ from tests.conftest import ClientMaker, QuartClient
 
 ISSUER = "http://federation.localhost"
 BLOG_CALLBACK = "http://blog.localhost/auth/callback"
+MARKET_CALLBACK = "http://market.localhost/auth/callback"
+EVENTS_CALLBACK = "http://events.localhost/auth/callback"
 THIRD_PARTY_ID = "garden-planner"
 THIRD_PARTY_SECRET = "a-third-party-secret-of-some-length"
 THIRD_PARTY_CALLBACK = "https://garden.example/callback"
@@ -234,6 +238,46 @@ async def test_replayed_code_is_refused_and_revokes_what_it_issued(
     assert refreshed.status_code == 400
 
 
+async def test_interleaved_requests_do_not_read_each_others_work(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One Authlib server serves every request and reads clients without being given the
+    request: a flow waiting between consent and its response must still see its own client,
+    whatever other requests (another flow, anonymous visitors) ran meanwhile."""
+    paused, release = asyncio.Event(), asyncio.Event()
+    find_or_create_grant = oauth_views.do_find_or_create_grant
+
+    async def pause_the_blog_flow(member: Any, client_id: str, scope: str) -> int:
+        if client_id == "blog":
+            paused.set()
+            await release.wait()
+        return await find_or_create_grant(member, client_id, scope)
+
+    monkeypatch.setattr(oauth_views, "do_find_or_create_grant", pause_the_blog_flow)
+    verifier, challenge = pkce()
+    blog = asyncio.create_task(flow.client.get(authorize_query(challenge)))
+    await asyncio.wait_for(paused.wait(), 10)
+
+    market = await flow.client.get(
+        authorize_query(pkce()[1], client_id="market", redirect_uri=MARKET_CALLBACK)
+    )
+    assert market.headers["Location"].startswith(MARKET_CALLBACK + "?code=")
+    visitor = flow.client.app.test_client()  # no SSO cookie
+    anonymous = await visitor.get(
+        authorize_query(pkce()[1], client_id="events", redirect_uri=EVENTS_CALLBACK)
+    )
+    assert anonymous.headers["Location"].startswith("/login?")
+    unknown = await visitor.get(authorize_query(pkce()[1], client_id="no-such-client"))
+    assert unknown.status_code == 400
+    release.set()
+
+    response = await asyncio.wait_for(blog, 10)
+    assert response.status_code == 302, await response.get_data(as_text=True)
+    params = redirect_params(response.headers["Location"])
+    assert response.headers["Location"].startswith(BLOG_CALLBACK + "?")
+    assert (await exchange(flow, params["code"], verifier)).status_code == 200
+
+
 async def test_pkce_is_required(flow: Flow) -> None:
     response = await flow.client.get(authorize_query("", code_challenge_method=""))
     params = redirect_params(response.headers["Location"])
@@ -380,6 +424,91 @@ async def test_reused_refresh_token_revokes_the_whole_grant(
     await session.refresh(grant)
     assert grant.revoked_at is not None
     assert grant.revoked_reason == "refresh token reused"
+
+
+def pause_the_first_token_request_after_loading(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """Make the next token request wait after it has loaded its code or refresh token (and
+    before it writes anything) until `release` is set; `paused` is set when it waits."""
+    paused, release = asyncio.Event(), asyncio.Event()
+    load = oauth_views.load_for_token_request
+
+    async def load_then_pause(*args: Any) -> None:
+        await load(*args)
+        if not paused.is_set():
+            paused.set()
+            await release.wait()
+
+    monkeypatch.setattr(oauth_views, "load_for_token_request", load_then_pause)
+    return paused, release
+
+
+async def test_concurrent_uses_of_one_refresh_token_revoke_the_grant(
+    flow: Flow, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests that both loaded the refresh token unused: only one may rotate it; the
+    other is a reuse, and ends the grant with the winner's new tokens."""
+    first = await tokens_for(flow)
+    paused, release = pause_the_first_token_request_after_loading(monkeypatch)
+    slow = asyncio.create_task(refresh(flow, first["refresh_token"]))
+    await asyncio.wait_for(paused.wait(), 10)
+    fast = await refresh(flow, first["refresh_token"])
+    release.set()
+    late = await asyncio.wait_for(slow, 10)
+
+    assert fast.status_code == 200
+    assert late.status_code == 400
+    assert (await late.get_json())["error"] == "invalid_grant"
+    winner = await fast.get_json()
+    assert (await refresh(flow, winner["refresh_token"])).status_code == 400
+    info = await flow.client.get(
+        "/oauth/userinfo", headers={"Authorization": f"Bearer {winner['access_token']}"}
+    )
+    assert info.status_code == 401
+    grant = await session.get(OAuthGrant, flow_grant_id(first))
+    assert grant is not None
+    await session.refresh(grant)
+    assert grant.revoked_at is not None
+    assert grant.revoked_reason == "refresh token reused"
+
+
+async def test_concurrent_redemptions_of_one_code_revoke_the_grant(
+    flow: Flow, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, verifier, _ = await get_code(flow)
+    paused, release = pause_the_first_token_request_after_loading(monkeypatch)
+    slow = asyncio.create_task(exchange(flow, code, verifier))
+    await asyncio.wait_for(paused.wait(), 10)
+    fast = await exchange(flow, code, verifier)
+    release.set()
+    late = await asyncio.wait_for(slow, 10)
+
+    assert fast.status_code == 200
+    assert late.status_code == 400
+    assert (await late.get_json())["error"] == "invalid_grant"
+    winner = await fast.get_json()
+    info = await flow.client.get(
+        "/oauth/userinfo", headers={"Authorization": f"Bearer {winner['access_token']}"}
+    )
+    assert info.status_code == 401
+    grant = await session.get(OAuthGrant, flow_grant_id(winner))
+    assert grant is not None
+    await session.refresh(grant)
+    assert grant.revoked_reason == "authorization code replayed"
+
+
+async def test_refresh_is_refused_when_the_grant_ends_while_it_runs(
+    flow: Flow, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await tokens_for(flow)
+    paused, release = pause_the_first_token_request_after_loading(monkeypatch)
+    pending = asyncio.create_task(refresh(flow, first["refresh_token"]))
+    await asyncio.wait_for(paused.wait(), 10)
+    await SqlSsoService(session).do_sign_out_device(flow.sso_session_id, reason="signed out")
+    await session.commit()
+    release.set()
+    response = await asyncio.wait_for(pending, 10)
+    assert response.status_code == 400
+    assert (await response.get_json())["error"] == "invalid_grant"
 
 
 def flow_grant_id(tokens: dict[str, Any]) -> int:
