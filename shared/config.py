@@ -12,6 +12,7 @@ it is keyed by environment.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -271,8 +272,9 @@ class Settings(BaseSettings):
     page_cache: PageCacheSettings = PageCacheSettings()
     # ActivityPub federation (shared.infrastructure.activitypub).
     activitypub: ActivityPubSettings = ActivityPubSettings()
-    # Who may edit the site navigation in blog: members' emails or usernames (compared
-    # case-insensitively). There is no roles system yet; empty means nobody.
+    # Who may edit the site navigation in blog (ROSE_ASH_EDITORS, a JSON list): member ids
+    # and/or email addresses, see check_editors. There is no roles system yet; empty (the
+    # default) means nobody.
     editors: tuple[str, ...] = ()
     # Signs internal requests (/internal/..., /metrics) between the apps; unset, it is derived
     # from SECRET_KEY with HMAC (shared.infrastructure.internal_auth.get_internal_secret).
@@ -301,6 +303,29 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("editors", mode="before")
+    @classmethod
+    def check_editors(cls, value: Any) -> Any:
+        """Editors are named by member id (``42``) or by email address (``ada@example.org``,
+        which counts only while it is the member's verified address), e.g.
+        ``ROSE_ASH_EDITORS='[42, "ada@example.org"]'``. Ids are kept as digit strings and
+        addresses lower-cased. Usernames are refused: a username that is given up can be
+        claimed by someone else, who would become an editor with it."""
+        if isinstance(value, str | int):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            return value  # pydantic reports the wrong type
+        editors = []
+        for entry in value:
+            text = str(entry).strip().lower()
+            if not (re.fullmatch(r"[0-9]+", text) or re.fullmatch(r"[^@\s]+@[^@\s]+", text)):
+                raise ValueError(
+                    f"{text!r} is neither a member id nor an email address "
+                    "(editors are not named by username)"
+                )
+            editors.append(text)
+        return tuple(editors)
+
     @model_validator(mode="after")
     def check_production_needs(self) -> Settings:
         if self.env == "production" and self.smtp is None:
@@ -326,10 +351,13 @@ class Settings(BaseSettings):
     def url_of(self, app_name: str) -> str:
         return self.apps.url_of(app_name)
 
-    def is_editor(self, email: str, username: str | None) -> bool:
-        """Whether the member with this email and username may edit the navigation."""
-        names = {name.strip().lower() for name in self.editors}
-        return email.lower() in names or (username is not None and username.lower() in names)
+    def is_editor(self, member_id: int, verified_email: str | None) -> bool:
+        """Whether the member may edit the navigation: listed by id, or by their email address
+        when they have verified it (``verified_email`` None when they have not)."""
+        editors = {editor.strip().lower() for editor in self.editors}
+        if str(member_id) in editors:
+            return True
+        return verified_email is not None and verified_email.strip().lower() in editors
 
     def configured_client_secret(self, app_name: str) -> str | None:
         secret: SecretStr | None = getattr(self, f"oauth_client_secret_{app_name}", None)

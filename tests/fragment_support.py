@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import httpx
 from quart import Quart
 from quart.typing import TestClientProtocol as QuartClient
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from account.app import create_app as create_account_app
@@ -21,6 +22,7 @@ from blog.app import create_app as create_blog_app
 from shared.config import FragmentSettings, Settings
 from shared.infrastructure.fragments import get_fetcher
 from shared.infrastructure.internal_auth import build_signed_headers, get_internal_secret
+from shared.models.users import User
 from tests.conftest import ClientMaker
 from tests.sso_support import FakeFederation, Member, add_grant, sign_in, with_federation
 
@@ -66,9 +68,13 @@ class StackTransport(httpx.AsyncBaseTransport):
 
 
 def configure(settings: Settings) -> Settings:
-    """Ada (the member of make_member) edits the navigation; fetches may take their time."""
+    """Ada (the member of make_member) edits the navigation, named by her email address (which
+    counts once she has verified it: open_signed_in_blog); fetches may take their time."""
     return settings.model_copy(
-        update={"editors": ("ADA",), "fragments": FragmentSettings(default_timeout_ms=5000)}
+        update={
+            "editors": ("ada@example.org",),
+            "fragments": FragmentSettings(default_timeout_ms=5000),
+        }
     )
 
 
@@ -90,8 +96,17 @@ async def open_signed_in_blog(
     member: Member,
     session: AsyncSession,
 ) -> QuartClient:
-    """The blog, signed in as ``member``, with account serving its fragments in process."""
+    """The blog, signed in as ``member`` (whose address is verified, as a member who signed in
+    with a link has it), with account serving its fragments in process."""
+    await do_verify_email(session, member.user.id)
     await make_client(stack.factory("account", create_account_app, fake))
     client = await make_client(stack.factory("blog", create_blog_app, fake))
     await sign_in(client, fake, member, await add_grant(session, member, "blog"))
     return client
+
+
+async def do_verify_email(session: AsyncSession, user_id: int) -> None:
+    await session.execute(
+        update(User).where(User.id == user_id).values(email_verified_at=func.now())
+    )
+    await session.commit()

@@ -10,7 +10,7 @@ from account.services.dashboard import do_revoke_device, do_sign_out_everywhere,
 from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import ConflictError, InvalidInputError
 from shared.contracts.protocols import AccountService, SsoService
-from shared.infrastructure.context import get_service
+from shared.infrastructure.context import get_redis, get_service
 from shared.infrastructure.member_views import do_commit_and_purge_member_views
 from shared.infrastructure.oauth import (
     do_commit_and_purge,
@@ -22,15 +22,21 @@ from shared.infrastructure.oauth import (
     set_silent_marker,
 )
 from shared.infrastructure.page_cache import cache_page
+from shared.infrastructure.rate_limit import RateDecision, RateLimit, RateLimiter, describe_wait
 
 home_bp = Blueprint("home", __name__)
+
+# Email changes asked for (each sends a mail to the address given): a few per member, and
+# fewer per address (no mailbox is to be flooded from any number of accounts), per hour.
+EMAIL_CHANGES_PER_MEMBER = RateLimit("email-change-member", limit=5, window_seconds=60 * 60)
+EMAIL_CHANGES_PER_ADDRESS = RateLimit("email-change-address", limit=3, window_seconds=60 * 60)
 
 # What the dashboard says after a change (by code, so no one can put words on the page).
 DONE_MESSAGES = {
     "device": "The device was signed out.",
     "username": "Your username was saved.",
     "email": "We sent a confirmation link to the new address; the change happens when you "
-    "follow it.",
+    "open it signed in as you are now and confirm.",
     "password": "Your password was saved.",
     "password-removed": "You sign in with email links only now.",
 }
@@ -120,12 +126,30 @@ async def change_email() -> Response | tuple[str, int]:
     user = await get_current_user()
     if user is None:
         return redirect(sign_in_url())
-    email = (await request.form).get("email", "")
+    email = (await request.form).get("email", "").strip()
+    decision = await hit_email_change_limits(user.id, email)
+    if not decision.allowed:
+        error = (
+            "Too many requests to change your email address. "
+            f"Please wait {describe_wait(decision)} and try again."
+        )
+        page, status = await render_dashboard(user, error=error, status=429)
+        return Response(page, status=status, headers={"Retry-After": str(decision.retry_after)})
     try:
         await get_service(AccountService).do_request_email_change(user.id, email)
     except InvalidInputError as exc:
         return await render_dashboard(user, error=str(exc), status=422)
+    # The same answer whether or not the address has an account (the service sees to the
+    # pending change shown on the dashboard too).
     return done("email")
+
+
+async def hit_email_change_limits(user_id: int, email: str) -> RateDecision:
+    limiter = RateLimiter(get_redis())
+    decision = await limiter.hit(EMAIL_CHANGES_PER_MEMBER, str(user_id))
+    if decision.allowed and email:
+        decision = await limiter.hit(EMAIL_CHANGES_PER_ADDRESS, email)
+    return decision
 
 
 @home_bp.post("/profile/password")

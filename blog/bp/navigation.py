@@ -1,7 +1,8 @@
 """The navigation editor: editors manage the site's menu (the ``nav-tree`` fragment).
 
-There is no roles system yet: an editor is a member whose email or username is listed in the
-``ROSE_ASH_EDITORS`` setting (``Settings.is_editor``). Others get 403, visitors are sent to
+There is no roles system yet: an editor is a member whose id, or verified email address, is
+listed in the ``ROSE_ASH_EDITORS`` setting (``Settings.is_editor``; never a username, which
+someone else can claim once it is given up). Others get 403, visitors are sent to
 sign in. Every change is a POST form with the CSRF token; after the change is committed the
 cached ``nav-tree`` copies of every app are purged, so the next page shows it.
 """
@@ -15,9 +16,9 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, abort, render_template, request
 
 from blog.bp.fragments import NAV_TREE
-from shared.contracts.dtos import MenuNodeDTO
+from shared.contracts.dtos import MenuNodeDTO, UserDTO
 from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
-from shared.contracts.protocols import NavigationService
+from shared.contracts.protocols import AccountService, NavigationService
 from shared.infrastructure.context import get_service, get_session, get_settings
 from shared.infrastructure.fragments import do_purge_fragment
 from shared.infrastructure.oauth import get_current_user, redirect
@@ -58,9 +59,16 @@ async def check_editor() -> Response | None:
     user = await get_current_user()
     if user is None:
         return redirect("/auth/login?" + urlencode({"next": EDITOR_PATH}))
-    if not get_settings().is_editor(user.email, user.username):
+    if not await is_editor(user):
         abort(403)
     return None
+
+
+async def is_editor(user: UserDTO) -> bool:
+    """Whether the member is listed as an editor, by id or by their verified email address."""
+    account = await get_service(AccountService).get_account(user.id)
+    verified = account.user.email if account.email_verified_at is not None else None
+    return get_settings().is_editor(user.id, verified)
 
 
 async def render_editor(*, error: str | None = None, status: int = 200) -> tuple[str, int]:

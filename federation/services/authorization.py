@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
 from shared.config import Settings
+from shared.contracts.dtos import get_public_name
 from shared.models.identity import (
     OAuthAuthorizationCode,
     OAuthClient,
@@ -540,7 +541,9 @@ def build_user_info(user: Member, scope: str) -> UserInfo:
     scopes = set((scope or "").split())
     info = UserInfo(sub=str(user.id))
     if "profile" in scopes:
-        info["name"] = user.display_name or user.username or user.email.split("@", 1)[0]
+        name = get_public_name(user.display_name, user.username)  # never from the email
+        if name:
+            info["name"] = name
         if user.username:
             info["preferred_username"] = user.username
     if "email" in scopes:

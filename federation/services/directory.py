@@ -1,4 +1,8 @@
-"""The member directory on federation's home page: members and their fediverse handles."""
+"""The member directory on federation's home page: members and their fediverse handles.
+
+Only members who chose a username (their public handle) are listed, by the name they chose
+(display name, else username); nothing shown here is ever taken from an email address.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +30,12 @@ class Directory:
 async def get_directory() -> Directory:
     users = get_service(UserService)
     host = urlsplit(get_settings().url_of("federation")).hostname or ""
-    members = await users.list_users(limit=DIRECTORY_PAGE_SIZE)
+    members = await users.list_users(limit=DIRECTORY_PAGE_SIZE, public_only=True)
     return Directory(
-        member_count=await users.count_users(),
+        member_count=await users.count_users(public_only=True),
         entries=[
             DirectoryEntry(
-                name=member.name,
+                name=member.public_name or "",
                 handle=f"@{member.username}@{host}" if member.username else None,
             )
             for member in members

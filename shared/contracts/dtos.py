@@ -7,6 +7,11 @@ from datetime import datetime
 from typing import Any
 
 
+def get_public_name(display_name: str, username: str | None) -> str | None:
+    """The name a member chose to be shown by (display name, else username), or None."""
+    return display_name or username or None
+
+
 @dataclass(frozen=True, slots=True)
 class UserDTO:
     id: int
@@ -18,8 +23,15 @@ class UserDTO:
 
     @property
     def name(self) -> str:
-        """What to call the member on a page: display name, else username, else email."""
-        return self.display_name or self.username or self.email.split("@", 1)[0]
+        """What to call the member on their own pages: display name, else username, else the
+        email's local part. Only for the member themselves: others see ``public_name``."""
+        return self.public_name or self.email.split("@", 1)[0]
+
+    @property
+    def public_name(self) -> str | None:
+        """What others may call the member: the display name or username they chose, never
+        anything taken from their email (None when they chose neither)."""
+        return get_public_name(self.display_name, self.username)
 
 
 @dataclass(frozen=True, slots=True)

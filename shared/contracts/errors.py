@@ -17,3 +17,8 @@ class ConflictError(DomainError):
 
 class InvalidInputError(DomainError):
     """The input breaks a domain rule; the message says which (HTTP 422)."""
+
+
+class ForbiddenError(DomainError):
+    """The member (or a visitor) may not do this, e.g. use a link another member asked for
+    (HTTP 403)."""

@@ -30,16 +30,27 @@ class UserService(Protocol):
         """The member with this email, compared case-insensitively, or None."""
         ...
 
-    async def list_users(self, *, limit: int = 50, offset: int = 0) -> list[UserDTO]:
-        """Members, oldest first."""
+    async def list_users(
+        self, *, limit: int = 50, offset: int = 0, public_only: bool = False
+    ) -> list[UserDTO]:
+        """Members, oldest first; ``public_only``: only those who chose a username (a public
+        handle), the members who may be listed to others."""
         ...
 
-    async def count_users(self) -> int: ...
+    async def count_users(self, *, public_only: bool = False) -> int:
+        """How many members (``public_only``: who chose a username)."""
+        ...
 
     async def create_user(
-        self, email: str, *, username: str | None = None, display_name: str = ""
+        self,
+        email: str,
+        *,
+        username: str | None = None,
+        display_name: str = "",
+        email_verified: bool = False,
     ) -> UserDTO:
-        """A new member; ConflictError if the email or username is taken (any case),
+        """A new member (``email_verified``: the caller vouches for the address, as the demo
+        seed does for its own); ConflictError if the email or username is taken (any case),
         InvalidInputError if either is malformed."""
         ...
 
@@ -156,15 +167,24 @@ class AccountService(Protocol):
         ...
 
     async def do_request_email_change(self, user_id: int, new_email: str) -> None:
-        """Queue a confirmation link to the new address (15 minutes); the change happens when
-        it is followed. If the address belongs to another member, that address is told instead
-        (the caller cannot tell the difference). InvalidInputError if malformed or unchanged."""
+        """Queue a confirmation link to the new address (15 minutes). If the address belongs to
+        another member, that address is told instead; either way the change shows as pending
+        in get_account (the caller cannot tell the difference). InvalidInputError if malformed
+        or unchanged."""
         ...
 
-    async def do_confirm_email_change(self, token: str) -> UserDTO:
-        """Use a confirmation link once: the address becomes the member's (verified) and the old
-        address is told. InvalidInputError if the link is unknown, expired or used,
-        ConflictError if the address was taken meanwhile."""
+    async def check_email_change(self, token: str, user_id: int | None) -> str:
+        """The new address a confirmation link would give the member ``user_id`` (the member
+        signed in, None for a visitor), without using the link. InvalidInputError if the link
+        is unknown, expired or used, ForbiddenError if another member asked for it."""
+        ...
+
+    async def do_confirm_email_change(self, token: str, user_id: int | None) -> UserDTO:
+        """Use a confirmation link once, only for the member who asked for it and is signed in
+        (``user_id``): the address becomes the member's (verified), their password is removed
+        and the old address is told. Errors as check_email_change, and ConflictError if the
+        address was taken meanwhile. Signing the member's other devices out is the caller's
+        part (SsoService)."""
         ...
 
     async def get_account(self, user_id: int) -> AccountDTO:

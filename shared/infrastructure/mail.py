@@ -88,7 +88,8 @@ def _change_email_link(settings: Settings, data: dict[str, Any]) -> tuple[str, s
     link = settings.url_of("federation") + CONFIRM_EMAIL_PATH + str(data["token"])
     text = (
         "A Rose Ash member asked to use this email address for their account from now on.\n\n"
-        f"To confirm it, open this link within {_minutes()} minutes:\n\n{link}\n\n"
+        f"To confirm it, open this link within {_minutes()} minutes, on a device where you "
+        f"are signed in to that account, and press Confirm:\n\n{link}\n\n"
         "If that was not you, ignore this mail: the address is not changed without the link.\n"
     )
     return "Confirm your new Rose Ash email address", text, link
@@ -106,7 +107,8 @@ def _email_taken(settings: Settings, data: dict[str, Any]) -> tuple[str, str, st
 def _email_changed(settings: Settings, data: dict[str, Any]) -> tuple[str, str, str | None]:
     text = (
         f"The email address of your Rose Ash account is now {data.get('new', '')}; this one is "
-        "no longer used for it.\n\nIf you did not make this change, write to the co-op at "
+        "no longer used for it. Its password was removed and its other devices signed "
+        "out.\n\nIf you did not make this change, write to the co-op at "
         "once.\n"
     )
     return "Your Rose Ash email address was changed", text, None

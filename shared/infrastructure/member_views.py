@@ -1,8 +1,9 @@
 """What shows a member to others or to themselves, purged when how they are shown changes.
 
-A member is shown by name (display name, else username, else the email's local part) in
-account's ``auth-menu`` fragment (cached per member for 60 s) and in federation's member
-directory (its home page, in the anonymous page cache under the ``members`` tag). A change of
+A member is shown to themselves by name (display name, else username, else the email's local
+part) in account's ``auth-menu`` fragment (cached per member for 60 s), and to everyone by the
+name they chose (never from the email) in federation's member directory (its home page, in the
+anonymous page cache under the ``members`` tag). A change of
 username or email, or a new member, purges both at once instead of waiting out their TTLs.
 """
 

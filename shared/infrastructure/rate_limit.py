@@ -109,6 +109,12 @@ def most_restrictive(decisions: Iterable[RateDecision]) -> RateDecision:
     return max(refused, key=lambda decision: decision.retry_after)
 
 
+def describe_wait(decision: RateDecision) -> str:
+    """How long a refused client is to wait, in whole minutes rounded up ("1 minute")."""
+    minutes = max(1, -(-decision.retry_after // 60))
+    return f"{minutes} minute{'s' * (minutes != 1)}"
+
+
 def client_ip() -> str:
     """The address of the client of this request.
 

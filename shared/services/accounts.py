@@ -8,9 +8,14 @@
   caller gets back: only the mail that is queued differs.
 - Passwords are optional, hashed with argon2id (argon2-cffi's defaults, RFC 9106); checking an
   unknown email still runs one verification against a dummy hash, so both fail alike.
-- Email changes: a link to the new address; the change happens when it is followed, and the
-  old address is told. If the new address belongs to someone else, that address gets a notice
-  instead of a link (the requester cannot tell the difference).
+- Email changes: a link to the new address. Following it opens a page; the change happens
+  only when the member who asked for it, signed in, confirms there (a POST), so neither a mail
+  scanner opening the link nor anyone else holding it can move an account to an address. A
+  change removes the password (the address is how the account is proven from now on) and
+  the view signs the member's other devices out; the old address is told. If the new address
+  belongs to someone else, that address gets a notice instead of the link, and a link is
+  recorded all the same (its token never leaves this process), so the requester sees the
+  same "waiting for confirmation" either way.
 
 Mail goes through the transactional outbox: ``mail.send`` events whose payload names a
 template (rendered at send time by shared.infrastructure.mail, with the app URLs of the
@@ -27,13 +32,18 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import APP_NAMES
 from shared.contracts.dtos import AccountDTO, SignInLinkResult, UserDTO
-from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
+from shared.contracts.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+)
 from shared.models.identity import MagicLink
 from shared.models.users import User
 from shared.services.outbox import do_enqueue
@@ -58,6 +68,7 @@ MAIL_EMAIL_CHANGED = "email_changed"
 
 INVALID_LINK = "This link has expired or has already been used. Ask for a new one."
 WRONG_CREDENTIALS = "That email address and password do not match an account with a password."
+WRONG_MEMBER = "This link confirms an email change that another account asked for."
 
 # Usernames become fediverse handles next to the apps' own actors and the usual role mailboxes.
 RESERVED_USERNAMES = frozenset(
@@ -135,16 +146,31 @@ class SqlAccountService:
         await self.session.flush()
         return token
 
-    async def _use_link(self, token: str, purpose: str) -> MagicLink | None:
-        """Mark the link used, atomically; the row as it was, or None if it cannot be used."""
+    @staticmethod
+    def _usable(token: str, purpose: str) -> tuple[ColumnElement[bool], ...]:
+        """The conditions under which a link can still be used."""
+        return (
+            MagicLink.token_hash == hash_token(token),
+            MagicLink.purpose == purpose,
+            MagicLink.used_at.is_(None),
+            MagicLink.expires_at > func.now(),
+        )
+
+    async def _find_link(self, token: str, purpose: str) -> MagicLink | None:
+        """The link if it can still be used (without using it)."""
+        return await self.session.scalar(select(MagicLink).where(*self._usable(token, purpose)))
+
+    async def _use_link(
+        self, token: str, purpose: str, *, user_id: int | None = None
+    ) -> MagicLink | None:
+        """Mark the link used, atomically; the row as it was, or None if it cannot be used
+        (or, given ``user_id``, belongs to another member)."""
+        conditions = self._usable(token, purpose)
+        if user_id is not None:
+            conditions = (*conditions, MagicLink.user_id == user_id)
         used = await self.session.execute(
             update(MagicLink)
-            .where(
-                MagicLink.token_hash == hash_token(token),
-                MagicLink.purpose == purpose,
-                MagicLink.used_at.is_(None),
-                MagicLink.expires_at > func.now(),
-            )
+            .where(*conditions)
             .values(used_at=func.now())
             .returning(MagicLink)
             .execution_options(synchronize_session=False)
@@ -279,18 +305,28 @@ class SqlAccountService:
         user = await self._get_user(user_id)
         if user.email.lower() == new_email.lower():
             raise InvalidInputError(f"{new_email} is already your email address")
-        holder = await self._user_by_email(new_email)
-        if holder is not None:
+        # Recorded whether or not the address is taken, so the member's account shows the same
+        # pending change either way (a taken address cannot be confirmed: its token is dropped).
+        token = await self._create_link(PURPOSE_CHANGE_EMAIL, new_email, user.id)
+        if await self._user_by_email(new_email) is not None:
             await do_enqueue_mail(self.session, new_email, MAIL_EMAIL_TAKEN)
             return
-        token = await self._create_link(PURPOSE_CHANGE_EMAIL, new_email, user.id)
         await do_enqueue_mail(
             self.session, new_email, MAIL_CHANGE_EMAIL_LINK, {"token": token, "old": user.email}
         )
 
-    async def do_confirm_email_change(self, token: str) -> UserDTO:
-        link = await self._use_link(token, PURPOSE_CHANGE_EMAIL)
+    async def check_email_change(self, token: str, user_id: int | None) -> str:
+        link = await self._find_link(token, PURPOSE_CHANGE_EMAIL)
         if link is None or link.user_id is None:
+            raise InvalidInputError(INVALID_LINK)
+        if link.user_id != user_id:
+            raise ForbiddenError(WRONG_MEMBER)
+        return link.email
+
+    async def do_confirm_email_change(self, token: str, user_id: int | None) -> UserDTO:
+        await self.check_email_change(token, user_id)
+        link = await self._use_link(token, PURPOSE_CHANGE_EMAIL, user_id=user_id)
+        if link is None or link.user_id is None:  # used by a concurrent request just now
             raise InvalidInputError(INVALID_LINK)
         user = await self._get_user(link.user_id)
         old_email = user.email
@@ -298,6 +334,9 @@ class SqlAccountService:
             async with self.session.begin_nested():
                 user.email = link.email
                 user.email_verified_at = datetime.now(UTC)
+                # The new address is how the account is proven from now on: a password set
+                # before the change is not carried over to it.
+                user.password_hash = None
         except IntegrityError:
             await self.session.refresh(user)
             raise ConflictError(f"{link.email} already has an account") from None

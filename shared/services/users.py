@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -64,17 +65,27 @@ class SqlUserService:
         )
         return to_user_dto(found) if found is not None else None
 
-    async def list_users(self, *, limit: int = 50, offset: int = 0) -> list[UserDTO]:
-        rows = await self.session.scalars(
-            select(User).order_by(User.id).limit(limit).offset(offset)
-        )
-        return [to_user_dto(user) for user in rows]
+    async def list_users(
+        self, *, limit: int = 50, offset: int = 0, public_only: bool = False
+    ) -> list[UserDTO]:
+        query = select(User).order_by(User.id).limit(limit).offset(offset)
+        if public_only:
+            query = query.where(User.username.is_not(None))
+        return [to_user_dto(user) for user in await self.session.scalars(query)]
 
-    async def count_users(self) -> int:
-        return int(await self.session.scalar(select(func.count()).select_from(User)) or 0)
+    async def count_users(self, *, public_only: bool = False) -> int:
+        query = select(func.count()).select_from(User)
+        if public_only:
+            query = query.where(User.username.is_not(None))
+        return int(await self.session.scalar(query) or 0)
 
     async def create_user(
-        self, email: str, *, username: str | None = None, display_name: str = ""
+        self,
+        email: str,
+        *,
+        username: str | None = None,
+        display_name: str = "",
+        email_verified: bool = False,
     ) -> UserDTO:
         email = check_email(email)
         if username is not None:
@@ -85,6 +96,8 @@ class SqlUserService:
                 f"a display name is at most {MAX_DISPLAY_NAME_LENGTH} characters"
             )
         user = User(email=email, username=username, display_name=display_name)
+        if email_verified:
+            user.email_verified_at = datetime.now(UTC)
         try:
             # A savepoint: a clash rolls back this insert only, not the caller's transaction.
             async with self.session.begin_nested():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from quart import Response
 from quart.typing import TestClientProtocol as QuartClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from account.app import create_app as create_account_app
+from account.bp.home import EMAIL_CHANGES_PER_ADDRESS, EMAIL_CHANGES_PER_MEMBER
 from account.services.dashboard import describe_user_agent, do_revoke_device
 from blog.app import create_app as create_blog_app
 from shared.config import Settings
@@ -18,7 +20,10 @@ from shared.infrastructure.grant_cache import grant_cache_key
 from shared.infrastructure.member_views import MEMBERS_PAGE_TAG
 from shared.infrastructure.page_cache import page_purged_key
 from shared.models.identity import OAuthGrant, SsoSession
+from shared.models.outbox import OutboxEvent
+from shared.services.accounts import MAIL_EVENT
 from shared.services.sso import SqlSsoService
+from shared.services.users import SqlUserService
 from tests.conftest import ClientMaker
 from tests.sso_support import (
     FakeFederation,
@@ -256,6 +261,47 @@ async def test_email_change_asks_for_confirmation(account: QuartClient) -> None:
     assert '<dd class="email">ada@example.org' in page
     bad = await account.post("/profile/email", form={"csrf_token": token, "email": "nope"})
     assert bad.status_code == 422
+
+
+async def test_an_email_change_answers_alike_whether_or_not_the_address_has_an_account(
+    account: QuartClient, session: AsyncSession
+) -> None:
+    """The dashboard must not tell whether an address belongs to a member."""
+    await SqlUserService(session).create_user("bob@example.org")
+    await session.commit()
+    token = csrf_in(await dashboard(account))
+    pages = {}
+    for address in ("free@example.org", "bob@example.org"):
+        answer = await account.post("/profile/email", form={"csrf_token": token, "email": address})
+        assert (answer.status_code, answer.headers["Location"]) == (302, "/?done=email")
+        page = await dashboard(account)
+        assert f"Waiting for confirmation: {address}" in page
+        pages[address] = page.replace(address, "ADDRESS")
+    assert pages["free@example.org"] == pages["bob@example.org"]
+
+
+async def test_email_change_requests_are_rate_limited_per_member_and_per_address(
+    account: QuartClient, session: AsyncSession
+) -> None:
+    token = csrf_in(await dashboard(account))
+
+    async def ask(address: str) -> Response:
+        return await account.post("/profile/email", form={"csrf_token": token, "email": address})
+
+    for _ in range(EMAIL_CHANGES_PER_ADDRESS.limit):
+        assert (await ask("target@example.org")).headers["Location"] == "/?done=email"
+    refused = await ask("Target@Example.org")
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= EMAIL_CHANGES_PER_ADDRESS.window_seconds
+    assert "Too many requests to change your email address" in await refused.get_data(as_text=True)
+    sent = EMAIL_CHANGES_PER_ADDRESS.limit + 1
+    for index in range(EMAIL_CHANGES_PER_MEMBER.limit - sent):
+        assert (await ask(f"other{index}@example.org")).headers["Location"] == "/?done=email"
+    assert (await ask("fresh@example.org")).status_code == 429  # the member's own limit
+    mails = await session.scalar(
+        select(func.count()).select_from(OutboxEvent).where(OutboxEvent.kind == MAIL_EVENT)
+    )
+    assert mails == EMAIL_CHANGES_PER_MEMBER.limit - 1
 
 
 async def test_password_set_and_removed(account: QuartClient) -> None:

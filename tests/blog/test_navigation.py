@@ -8,6 +8,7 @@ request at a time: all apps share the test's one database connection.
 from __future__ import annotations
 
 import pytest
+from quart import Quart
 from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,7 @@ from tests.fragment_support import (
     HTML,
     Stack,
     csrf_in,
+    do_verify_email,
     open_signed_in_blog,
     signed_fragment_get,
 )
@@ -216,12 +218,37 @@ async def test_visitors_are_sent_to_sign_in_and_members_who_do_not_edit_get_403(
     assert await top_labels(session) == []
 
 
-async def test_editors_are_named_by_email_or_username(settings: Settings) -> None:
-    editors = settings.model_copy(update={"editors": ("Ada@Example.org", "ben")})
-    assert editors.is_editor("ada@example.org", None)
-    assert editors.is_editor("someone@example.org", "BEN")
-    assert not editors.is_editor("cleo@example.org", "cleo")
-    assert not settings.is_editor("ada@example.org", "ada")  # nobody by default
+async def test_editors_are_named_by_member_id_or_verified_email(settings: Settings) -> None:
+    editors = settings.model_copy(update={"editors": ("42", "Ada@Example.org")})
+    assert editors.is_editor(42, None)
+    assert editors.is_editor(7, "ada@example.org")
+    assert not editors.is_editor(7, None)  # Ada's address counts only once she verified it
+    assert not editors.is_editor(8, "cleo@example.org")
+    assert not settings.is_editor(42, "ada@example.org")  # nobody by default
+
+
+async def test_a_claimed_username_or_an_unverified_address_makes_no_editor(
+    make_client: ClientMaker, fake: FakeFederation, session: AsyncSession, settings: Settings
+) -> None:
+    """Ben was an editor named "ben" and gave the username up; Cleo claimed it. Cleo is no
+    editor by it, nor by a listed address she has not verified; Dan, listed by id, is."""
+    cleo = await make_member(session, settings, "cleo@example.org", username="ben")
+    dan = await make_member(session, settings, "dan@example.org", username="dan")
+    listed = ("ben", "cleo@example.org", str(dan.user.id))
+
+    def create(app_settings: Settings) -> Quart:
+        configured = app_settings.model_copy(update={"editors": listed})
+        return with_federation(create_blog_app, fake)(configured)
+
+    as_cleo = await make_client(create)
+    await sign_in(as_cleo, fake, cleo, await add_grant(session, cleo, "blog"))
+    assert (await as_cleo.get("/navigation/", headers=HTML)).status_code == 403
+    await do_verify_email(session, cleo.user.id)
+    assert (await as_cleo.get("/navigation/", headers=HTML)).status_code == 200
+
+    as_dan = await make_client(create)
+    await sign_in(as_dan, fake, dan, await add_grant(session, dan, "blog"))
+    assert (await as_dan.get("/navigation/", headers=HTML)).status_code == 200
 
 
 async def test_an_editor_manages_the_menu_with_forms(

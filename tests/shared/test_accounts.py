@@ -12,7 +12,12 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
+from shared.contracts.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+)
 from shared.models.identity import MagicLink
 from shared.models.outbox import OutboxEvent
 from shared.models.users import User
@@ -20,6 +25,7 @@ from shared.services.accounts import (
     INVALID_LINK,
     MAIL_EVENT,
     WRONG_CREDENTIALS,
+    WRONG_MEMBER,
     SqlAccountService,
 )
 from shared.services.users import SqlUserService
@@ -130,7 +136,7 @@ async def test_a_link_to_an_address_the_member_left_is_refused(
     await accounts.do_request_sign_in_link("old@example.org")
     stale = await last_token(session)
     await accounts.do_request_email_change(member.id, "new@example.org")
-    await accounts.do_confirm_email_change(await last_token(session))
+    await accounts.do_confirm_email_change(await last_token(session), member.id)
     with pytest.raises(InvalidInputError):
         await accounts.do_consume_sign_in_link(stale)
 
@@ -230,7 +236,7 @@ async def test_changing_the_email_is_confirmed_by_the_new_address(
     assert link_mail["template"] == "change_email_link"
     assert (await accounts.get_account(ann.id)).pending_email == "Ann@New.example"
     assert (await accounts.get_account(ann.id)).user.email == "ann@old.example"
-    changed = await accounts.do_confirm_email_change(link_mail["data"]["token"])
+    changed = await accounts.do_confirm_email_change(link_mail["data"]["token"], ann.id)
     assert changed.email == "Ann@New.example"
     account = await accounts.get_account(ann.id)
     assert account.email_verified_at is not None
@@ -242,7 +248,7 @@ async def test_changing_the_email_is_confirmed_by_the_new_address(
         "data": {"new": "Ann@New.example"},
     }
     with pytest.raises(InvalidInputError, match=INVALID_LINK):
-        await accounts.do_confirm_email_change(link_mail["data"]["token"])
+        await accounts.do_confirm_email_change(link_mail["data"]["token"], ann.id)
 
 
 async def test_an_email_change_to_a_taken_address_tells_that_address_only(
@@ -254,9 +260,58 @@ async def test_an_email_change_to_a_taken_address_tells_that_address_only(
     await accounts.do_request_email_change(ann.id, "BOB@example.org")  # no error: no leak
     [mail] = await queued_mail(session)
     assert mail == {"to": "BOB@example.org", "template": "email_taken", "data": {}}
-    assert await session.scalar(select(func.count()).select_from(MagicLink)) == 0
     with pytest.raises(InvalidInputError, match="already your email"):
         await accounts.do_request_email_change(ann.id, "ANN@example.org")
+
+
+async def test_an_email_change_to_a_taken_address_looks_pending_like_any_other(
+    accounts: SqlAccountService, session: AsyncSession
+) -> None:
+    """Whether an address has an account must not show on the requester's dashboard."""
+    users = SqlUserService(session)
+    ann = await users.create_user("ann@example.org")
+    await users.create_user("bob@example.org")
+    await accounts.do_request_email_change(ann.id, "free@example.org")
+    assert (await accounts.get_account(ann.id)).pending_email == "free@example.org"
+    await accounts.do_request_email_change(ann.id, "BOB@example.org")
+    assert (await accounts.get_account(ann.id)).pending_email == "BOB@example.org"
+    # ... but no mail carries a token that could move Ann's account to Bob's address.
+    taken = (await queued_mail(session))[-1]
+    assert taken == {"to": "BOB@example.org", "template": "email_taken", "data": {}}
+
+
+async def test_only_the_member_who_asked_confirms_an_email_change(
+    accounts: SqlAccountService, session: AsyncSession
+) -> None:
+    """A link opened by someone else (a visitor, or the member the new address belongs to)
+    neither changes the address nor spends the link."""
+    users = SqlUserService(session)
+    mallory = await users.create_user("mallory@example.org")
+    victim = await users.create_user("someone@example.org")
+    await accounts.do_set_password(mallory.id, "mallory's password")
+    await accounts.do_request_email_change(mallory.id, "victim@example.org")
+    token = await last_token(session)
+    for stranger in (None, victim.id):
+        with pytest.raises(ForbiddenError, match=WRONG_MEMBER):
+            await accounts.check_email_change(token, stranger)
+        with pytest.raises(ForbiddenError, match=WRONG_MEMBER):
+            await accounts.do_confirm_email_change(token, stranger)
+    assert (await users.get_user(mallory.id)).email == "mallory@example.org"
+    assert await accounts.check_email_change(token, mallory.id) == "victim@example.org"
+    changed = await accounts.do_confirm_email_change(token, mallory.id)
+    assert changed.email == "victim@example.org"
+
+
+async def test_an_email_change_removes_the_password(
+    accounts: SqlAccountService, session: AsyncSession
+) -> None:
+    ann = await SqlUserService(session).create_user("ann@example.org")
+    await accounts.do_set_password(ann.id, "ann's old password")
+    await accounts.do_request_email_change(ann.id, "ann@new.example")
+    await accounts.do_confirm_email_change(await last_token(session), ann.id)
+    assert (await accounts.get_account(ann.id)).has_password is False
+    with pytest.raises(InvalidInputError, match=WRONG_CREDENTIALS):
+        await accounts.check_password("ann@new.example", "ann's old password")
 
 
 async def test_an_email_change_loses_to_a_member_who_took_the_address_meanwhile(
@@ -268,7 +323,7 @@ async def test_an_email_change_loses_to_a_member_who_took_the_address_meanwhile(
     token = await last_token(session)
     await users.create_user("Contested@example.org")
     with pytest.raises(ConflictError):
-        await accounts.do_confirm_email_change(token)
+        await accounts.do_confirm_email_change(token, ann.id)
     assert (await users.get_user(ann.id)).email == "ann@example.org"
 
 
@@ -281,4 +336,4 @@ async def test_expired_email_change_links_are_refused(
     await expire_links(session)
     assert (await accounts.get_account(ann.id)).pending_email is None
     with pytest.raises(InvalidInputError, match=INVALID_LINK):
-        await accounts.do_confirm_email_change(token)
+        await accounts.do_confirm_email_change(token, ann.id)

@@ -161,3 +161,24 @@ def test_an_empty_smtp_host_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(env="production", **{**VALID, "smtp": {"host": ""}})
     assert caught.value.problems == ["ROSE_ASH_SMTP__HOST: String should have at least 1 character"]
+
+
+def test_editors_are_member_ids_or_email_addresses_never_usernames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A username can be given up and claimed by someone else: it must not name an editor."""
+    monkeypatch.setenv("ROSE_ASH_EDITORS", '[42, " Ada@Example.org "]')
+    settings = load_settings(env="production", **VALID)
+    assert settings.editors == ("42", "ada@example.org")
+    monkeypatch.setenv("ROSE_ASH_EDITORS", '["ben"]')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env="production", **VALID)
+    assert caught.value.problems == [
+        "ROSE_ASH_EDITORS: 'ben' is neither a member id nor an email address "
+        "(editors are not named by username)"
+    ]
+
+
+def test_the_development_editor_is_named_by_the_demo_address() -> None:
+    development = load_settings(env="development", **VALID)
+    assert development.editors == ("ada@rose-ash.localhost",)

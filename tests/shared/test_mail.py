@@ -189,7 +189,7 @@ async def test_every_account_mail_renders(session: AsyncSession, settings: Setti
     await accounts.do_request_email_change(ann.id, "ann@new.example")
     events = list(await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id)))
     token = events[-1].payload["data"]["token"]
-    await accounts.do_confirm_email_change(token)
+    await accounts.do_confirm_email_change(token, ann.id)
     events = list(await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id)))
     mails = [render_mail(settings, event.payload) for event in events]
     assert [mail.subject for mail in mails] == [

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import KeyValueService, UserService
+from shared.config import load_settings
+from shared.contracts.protocols import AccountService, KeyValueService, UserService
 from shared.seed import DEMO_MEMBERS, check_seeded, do_seed_demo_data
 from shared.services.registry import ServiceRegistry
 
@@ -31,3 +32,21 @@ async def test_seed_keeps_values_an_operator_changed(
     await values.do_set_value("site.title", "Our Own Co-op")
     await do_seed_demo_data(session, registry)
     assert await values.get_value("site.title") == "Our Own Co-op"
+
+
+async def test_the_demo_editor_is_an_editor_in_development(
+    session: AsyncSession, registry: ServiceRegistry
+) -> None:
+    """Development names Ada by her address; the seed verifies the demo addresses, so it counts."""
+    await do_seed_demo_data(session, registry)
+    ada = await registry.get(UserService, session).get_user_by_email("ada@rose-ash.localhost")
+    assert ada is not None
+    account = await registry.get(AccountService, session).get_account(ada.id)
+    assert account.email_verified_at is not None
+    development = load_settings(
+        env="development",
+        database_url="postgresql://x@localhost/x",
+        redis_url="redis://localhost/0",
+        secret_key="s" * 40,
+    )
+    assert development.is_editor(ada.id, account.user.email)
