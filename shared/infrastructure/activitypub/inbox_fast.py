@@ -6,12 +6,13 @@ inbox view (inbox.py) with the same functions, stores the activity and answers 2
 Quart's request context and hooks (measured: about a third of a POST's time in the view).
 Anything else - an unknown or expired key, a failing signature (which may mean a rotated
 key), a blocked sender, a rate limit (the view is handed the decision, so the POST is
-counted once), a malformed body, an actor's Delete, an oversized or
-streamed body, federation switched off, an error - goes on to the inbox view with the body
-replayed, which answers it exactly as before. The rate limits are the view's: a verified
-POST counts against its keyId's host (host_rate_rule), after the signature verified; what is
-refused as unverified is answered, and counted against the client's address, by the view. The fast path never refuses anything itself, so it cannot answer
-differently from the view; it only accepts what the view would accept.
+counted once), a malformed body, an actor's Delete, an oversized or streamed body,
+federation switched off, an error - goes on to the inbox view with the body replayed, which
+answers it exactly as before. The fast path never refuses anything itself, so it cannot
+answer differently from the view; it only accepts what the view would accept. The rate
+limits are the view's: a verified POST counts against its keyId's host (host_rate_rule),
+after its signature verified; what is refused as unverified is answered, and counted against
+the client's address, by the view.
 """
 
 from __future__ import annotations
