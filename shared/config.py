@@ -85,6 +85,8 @@ class FeatureSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     registration_open: bool = True
+    # Off: the inboxes answer 404 and store nothing, and the worker delivers nothing (the
+    # deliveries stay pending until federation is switched on again).
     federation_enabled: bool = True
 
 
@@ -193,8 +195,18 @@ class ActivityPubSettings(BaseModel):
     max_response_bytes: int = Field(default=1_048_576, gt=0)
     max_redirects: int = Field(default=3, ge=0, le=10)
     inbox_max_bytes: int = Field(default=262_144, gt=0)
-    # Signed inbox POSTs accepted per remote host per minute (more get 429).
+    # Verified inbox POSTs accepted per remote host (the keyId's) per minute (more get 429).
     inbox_rate_limit_per_minute: int = Field(default=600, ge=1)
+    # Inbox POSTs refused as unverified (unsigned, malformed, a bad signature, an unknown key)
+    # per client address (IPv6 by /64) per minute; past it, that address makes us fetch no
+    # more keys (429) until the minute is over.
+    inbox_unverified_rate_limit_per_minute: int = Field(default=60, ge=1)
+    # A signer's key fetched by an inbox POST: the time it may take, how many are fetched at
+    # once per process (more get 503 with Retry-After), and how long a keyId that could not
+    # be fetched is refused without fetching it again.
+    key_fetch_timeout_seconds: float = Field(default=5.0, gt=0)
+    key_fetch_concurrency: int = Field(default=8, ge=1)
+    key_failure_cache_seconds: float = Field(default=60.0, ge=0)
     # Accepted clock skew of a signed request's Date / created (draft-cavage, RFC 9421).
     signature_window_seconds: int = Field(default=12 * 3600, gt=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -15,6 +15,8 @@ Takahē-style state machines over rows, each step one testable cycle:
   address → failed at once; anything else is retried after ``n**4 + 15`` s plus jitter, and
   after ``max_delivery_attempts`` the row is failed: the dead letter operators see with
   ``rose-ash ap deliveries --failed`` and re-queue with ``rose-ash ap retry``.
+  With ``features.federation_enabled`` off nothing is POSTed: deliveries are still
+  created and stay pending until federation is switched on.
 """
 
 from __future__ import annotations
@@ -261,7 +263,10 @@ async def process_deliveries(
     concurrency: int | None = None,
 ) -> int:
     """One cycle: claim up to ``limit`` due deliveries, POST them concurrently while their
-    locks are held, record each outcome, commit. Returns how many were claimed."""
+    locks are held, record each outcome, commit. Returns how many were claimed: none while
+    federation is switched off (the deliveries wait, pending, until it is switched on)."""
+    if not settings.features.federation_enabled:
+        return 0
     async with session_factory() as session, session.begin():
         claimed = await claim_deliveries(session, limit)
         if not claimed:

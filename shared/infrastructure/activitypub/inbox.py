@@ -7,14 +7,28 @@
 
 In the order a POST meets them:
 
+    404  federation is switched off (``features.federation_enabled``): nothing is read
     413  the body is over ``inbox_max_bytes``
     401  no signature (no keyId to go on), whatever the body is
-    400  not JSON, or not an activity (string id, type and actor; id and actor on one host)
-    429  the signing host (the keyId's host) sent more than ``inbox_rate_limit_per_minute``
+    400  not JSON (deeply nested JSON included), or not an activity (string id, type and
+         actor; id and actor on one host)
     202  blocked: nothing stored (below)
+    429  the key must be fetched, and the client's address (IPv6 by /64) had more than
+         ``inbox_unverified_rate_limit_per_minute`` POSTs refused as unverified
+    503  the key must be fetched, and ``key_fetch_concurrency`` fetches are under way
+         (Retry-After)
     401  the signature does not verify (forged, stale Date, digest mismatch, unknown or
          unfetchable key), or the signer is not the activity's actor
+    429  the verified signing host (the keyId's) sent more than ``inbox_rate_limit_per_minute``
     202  stored, or already stored (a redelivery: stored once, applied once)
+
+Every 400 and 401 counts against the client's address, never against the host its keyId
+names: junk naming another server's keys cannot spend that server's rate, and an address
+that keeps failing stops making us fetch keys for a while.
+
+Federation switched off answers 404, as Pleroma and Akkoma answer their federation
+endpoints with ``federating: false``: senders drop the delivery instead of retrying it for
+days against a server that chose not to federate.
 
 Blocked domains and actors get **202 and nothing is stored**, as Mastodon answers them: a
 403 would tell the blocked server it is blocked and make it retry; 202 makes it stop.
@@ -23,8 +37,16 @@ That check comes before any key lookup, so a blocked server never makes us fetch
 Hot path: the signer's key is kept in process memory for ``KEY_CACHE_SECONDS`` by key id (no
 database round trip per POST); when a signature fails against a cached key, the key is
 fetched again once (key rotation), at most once per ``KEY_REFRESH_SECONDS`` per key so that
-forged POSTs cannot make us hammer a server. What remains per POST is one Redis pipeline
-(the rate limit), the RSA verification and one ``INSERT ... ON CONFLICT DO NOTHING``.
+forged POSTs cannot make us hammer a server. What remains per POST is the RSA verification,
+one Redis pipeline (the host's rate) and one ``INSERT ... ON CONFLICT DO NOTHING``.
+
+Key fetches: the request's database connection is given back before a key is fetched (the
+transaction so far only read) and a new one taken to store the actor, so POSTs whose keys
+sit on slow servers hold no connection while they wait; at most ``key_fetch_concurrency``
+fetches run at once per process (beyond that 503 with Retry-After: a temporary condition
+that every sender retries, where a 401 would say the signature is bad), each within
+``key_fetch_timeout_seconds``, and a keyId that could not be fetched is answered 401 without
+fetching for ``key_failure_cache_seconds``.
 
 Deleted actors: Mastodon sends ``Delete`` of an actor after the actor's key is gone (its
 document answers 410). Such a Delete is verified against the key we already hold (memory or
@@ -34,9 +56,13 @@ dropped (there is nothing of that actor to delete).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,10 +77,13 @@ from shared.infrastructure.activitypub import urls
 from shared.infrastructure.activitypub.blocks import get_block_list, host_of
 from shared.infrastructure.activitypub.inbox_processing import INBOX_CHANNEL
 from shared.infrastructure.activitypub.remote import (
+    RemoteActorDTO,
     RemoteClient,
     RemoteFetchError,
-    UnsafeUrlError,
-    get_actor_for_key,
+    fetch_actor_for_key,
+    get_cached_actor_for_key,
+    get_instance_signer,
+    store_actor,
 )
 from shared.infrastructure.activitypub.signatures import (
     Headers,
@@ -64,7 +93,7 @@ from shared.infrastructure.activitypub.signatures import (
     verify_request,
 )
 from shared.infrastructure.context import get_redis, get_session, get_state
-from shared.infrastructure.rate_limit import RateDecision, RateLimit, RateLimiter
+from shared.infrastructure.rate_limit import RateDecision, RateLimit, RateLimiter, client_ip
 from shared.infrastructure.security import csrf_exempt
 from shared.models.ap_actors import ApRemoteActor
 
@@ -80,6 +109,10 @@ NOTIFY_INTERVAL_SECONDS = 0.2
 # Where the fast path (inbox_fast.py) leaves the rate decision it already counted for a POST it
 # hands to this view, so that a refused POST is counted once.
 RATE_DECISION_SCOPE_KEY = "rose_ash.inbox_rate_decision"
+# Refusals that count against the client's address (see the module docstring).
+UNVERIFIED_STATUSES = frozenset({400, 401, 413})
+MAX_FAILED_KEYS = 10_000  # keyIds remembered as unfetchable (beyond it, expired ones go)
+FEDERATION_OFF = "federation is switched off on this server"
 
 
 class RefusedPostError(Exception):
@@ -122,6 +155,11 @@ class SignerKey:
 _keys: dict[tuple[str, str], tuple[float, SignerKey]] = {}
 # When each key was last fetched again because a signature failed (monotonic).
 _refreshed: dict[tuple[str, str], float] = {}
+# KeyIds whose fetch failed, by (database URL, key id): until when (monotonic) they are
+# refused without fetching.
+_failed_keys: dict[tuple[str, str], float] = {}
+# Key fetches under way in this process (see key_fetch_slot).
+_fetching = 0
 # When this process last woke the workers (monotonic; see store_activity).
 _last_notify = -NOTIFY_INTERVAL_SECONDS
 
@@ -130,6 +168,7 @@ def forget_remote_keys() -> None:
     """Drop this process's cached signer keys (tests; an operator's key reset)."""
     _keys.clear()
     _refreshed.clear()
+    _failed_keys.clear()
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -185,6 +224,8 @@ def get_remote_client(app: Quart | None = None) -> RemoteClient:
 async def receive_activity(actor: str | None) -> Response:
     """Verify and store one POSTed activity (see the module docstring for the answers)."""
     settings = get_state().settings
+    if not settings.features.federation_enabled:
+        return refuse(404, FEDERATION_OFF)
     try:
         body = await read_body(settings.activitypub.inbox_max_bytes)
         incoming = IncomingRequest(
@@ -195,13 +236,15 @@ async def receive_activity(actor: str | None) -> Response:
         )
         key_id = find_key_id(incoming)  # unsigned: 401 whatever the body holds
         activity = parse_activity(body)
-        await check_rate(settings, key_id)
         session = get_session()
         blocks = await get_block_list(session, settings.database_url)
         if blocks.blocks(key_id, activity.actor):
             raise DroppedPostError("blocked")
         await check_signature(session, settings, incoming, activity, key_id)
+        await check_rate(settings, key_id)
     except RefusedPostError as refusal:
+        if refusal.status in UNVERIFIED_STATUSES:
+            await count_unverified(settings)
         return refuse(refusal.status, refusal.reason, refusal.headers)
     except DroppedPostError as drop:
         logger.info("inbox POST dropped: %s", drop)
@@ -231,6 +274,8 @@ def parse_activity(body: bytes) -> Activity:
         document = json.loads(body.decode("utf-8"))  # stored as this text (store_activity)
     except (ValueError, UnicodeDecodeError):
         raise RefusedPostError(400, "not JSON (UTF-8)") from None
+    except RecursionError:  # [[[[... nested deeper than the parser recurses
+        raise RefusedPostError(400, "JSON nested too deeply") from None
     if b"\\u0000" in body:  # PostgreSQL's jsonb cannot hold a NUL character
         raise RefusedPostError(400, "NUL characters are not accepted")
     if not isinstance(document, dict):
@@ -282,14 +327,53 @@ def find_key_id(incoming: IncomingRequest) -> str:
     return key_id
 
 
+def host_rate_rule(settings: Settings) -> RateLimit:
+    """Verified POSTs per signing host (the keyId's), the view's and the fast path's."""
+    return RateLimit("ap-inbox", settings.activitypub.inbox_rate_limit_per_minute, 60)
+
+
+def unverified_rate_rule(settings: Settings) -> RateLimit:
+    """POSTs refused as unverified, per client address."""
+    limit = settings.activitypub.inbox_unverified_rate_limit_per_minute
+    return RateLimit("ap-inbox-unverified", limit, 60)
+
+
 async def check_rate(settings: Settings, key_id: str) -> None:
-    """At most ``inbox_rate_limit_per_minute`` POSTs per signing host (fails open on Redis)."""
+    """At most ``inbox_rate_limit_per_minute`` verified POSTs per signing host (fails open on
+    Redis). Counted only once the signature verified, so that nobody else's POSTs spend it."""
     decision = request.scope.get(RATE_DECISION_SCOPE_KEY)
     if not isinstance(decision, RateDecision):  # not already counted in front of Quart
-        rule = RateLimit("ap-inbox", settings.activitypub.inbox_rate_limit_per_minute, 60)
-        decision = await RateLimiter(get_redis()).hit(rule, host_of(key_id))
+        decision = await RateLimiter(get_redis()).hit(host_rate_rule(settings), host_of(key_id))
+    refuse_over_rate(decision)
+
+
+def refuse_over_rate(decision: RateDecision) -> None:
     if not decision.allowed:
         raise RefusedPostError(429, "rate limited", {"Retry-After": str(decision.retry_after)})
+
+
+def client_subject() -> str:
+    """The client's address as the unverified limit keys it: an IPv6 address by its /64 (what
+    one site is usually given, so a client cannot dodge the limit by changing address within
+    it), any other whole."""
+    address = client_ip()
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
+
+
+async def check_unverified_rate(settings: Settings) -> None:
+    """429 when the client's address already had its fill of unverified POSTs this minute."""
+    limiter = RateLimiter(get_redis())
+    refuse_over_rate(await limiter.check(unverified_rate_rule(settings), client_subject()))
+
+
+async def count_unverified(settings: Settings) -> None:
+    await RateLimiter(get_redis()).hit(unverified_rate_rule(settings), client_subject())
 
 
 async def check_signature(
@@ -351,10 +435,10 @@ async def find_signer(
     if cached is not None and not refresh and cached[0] > now:
         return cached[1]
     try:
-        actor = await get_actor_for_key(
-            session, settings, get_remote_client(), key_id, refresh=refresh
-        )
-    except (RemoteFetchError, UnsafeUrlError) as exc:
+        actor = None if refresh else await get_cached_actor_for_key(session, key_id)
+        if actor is None:
+            actor = await fetch_signer_actor(session, settings, key_id)
+    except RemoteFetchError as exc:
         raise RefusedPostError(401, f"signature: the key could not be fetched ({exc})") from None
     if actor.deleted or not actor.public_key_pem:
         raise RefusedPostError(401, "signature: the key's actor has no key")
@@ -363,6 +447,65 @@ async def find_signer(
     signer = SignerKey(key_id, actor.uri, actor.public_key_pem)
     _keys[cache_key] = (now + KEY_CACHE_SECONDS, signer)
     return signer
+
+
+async def fetch_signer_actor(
+    session: AsyncSession, settings: Settings, key_id: str
+) -> RemoteActorDTO:
+    """Fetch and store the actor presenting ``key_id``, holding no database connection while
+    the remote answers (see "Key fetches" in the module docstring)."""
+    check_failed_key(settings, key_id)
+    await check_unverified_rate(settings)
+    signer = await get_instance_signer(session, settings)  # a query only on first use
+    await session.commit()  # the request has only read so far: its connection goes back
+    with key_fetch_slot(settings):
+        try:
+            fetched = await fetch_actor_for_key(
+                settings,
+                get_remote_client(),
+                signer,
+                key_id,
+                seconds=settings.activitypub.key_fetch_timeout_seconds,
+            )
+        except RemoteFetchError:
+            remember_failed_key(settings, key_id)
+            raise
+    await store_actor(session, fetched.actor, fetched.document)  # a new transaction
+    return fetched.actor
+
+
+@contextmanager
+def key_fetch_slot(settings: Settings) -> Iterator[None]:
+    """One of the process's ``key_fetch_concurrency`` key fetches, or 503 at once when all
+    are taken (a semaphore that never waits: a waiting POST would hold its sender anyway)."""
+    global _fetching
+    config = settings.activitypub
+    if _fetching >= config.key_fetch_concurrency:
+        retry = str(math.ceil(config.key_fetch_timeout_seconds))
+        raise RefusedPostError(503, "too many key fetches under way", {"Retry-After": retry})
+    _fetching += 1
+    try:
+        yield
+    finally:
+        _fetching -= 1
+
+
+def check_failed_key(settings: Settings, key_id: str) -> None:
+    """401 without fetching when fetching ``key_id`` failed within key_failure_cache_seconds."""
+    until = _failed_keys.get((settings.database_url, key_id))
+    if until is not None and until > time.monotonic():
+        raise RefusedPostError(401, "signature: the key could not be fetched (lately)")
+
+
+def remember_failed_key(settings: Settings, key_id: str) -> None:
+    now = time.monotonic()
+    if len(_failed_keys) >= MAX_FAILED_KEYS:
+        for expired in [key for key, until in _failed_keys.items() if until <= now]:
+            del _failed_keys[expired]
+        if len(_failed_keys) >= MAX_FAILED_KEYS:
+            _failed_keys.clear()
+    seconds = settings.activitypub.key_failure_cache_seconds
+    _failed_keys[(settings.database_url, key_id)] = now + seconds
 
 
 def get_cached_signer(settings: Settings, key_id: str) -> SignerKey | None:

@@ -6,10 +6,13 @@ inbox view (inbox.py) with the same functions, stores the activity and answers 2
 Quart's request context and hooks (measured: about a third of a POST's time in the view).
 Anything else - an unknown or expired key, a failing signature (which may mean a rotated
 key), a blocked sender, a rate limit (the view is handed the decision, so the POST is
-counted once), a malformed body, an actor's Delete, an oversized or
-streamed body, an error - goes on to the inbox view with the body replayed, which answers it
-exactly as before. The fast path never refuses anything itself, so it cannot answer
-differently from the view; it only accepts what the view would accept.
+counted once), a malformed body, an actor's Delete, an oversized or streamed body,
+federation switched off, an error - goes on to the inbox view with the body replayed, which
+answers it exactly as before. The fast path never refuses anything itself, so it cannot
+answer differently from the view; it only accepts what the view would accept. The rate
+limits are the view's: a verified POST counts against its keyId's host (host_rate_rule),
+after its signature verified; what is refused as unverified is answered, and counted against
+the client's address, by the view.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from shared.infrastructure.activitypub.inbox import (
     RATE_DECISION_SCOPE_KEY,
     RefusedPostError,
     get_cached_signer,
+    host_rate_rule,
     parse_activity,
     served_actors,
     store_activity,
@@ -53,7 +57,7 @@ from shared.infrastructure.asgi import (
     send_answer,
 )
 from shared.infrastructure.context import get_state
-from shared.infrastructure.rate_limit import RateLimit, RateLimiter
+from shared.infrastructure.rate_limit import RateLimiter
 
 logger = logging.getLogger("rose_ash.activitypub.inbox")
 ACTOR_INBOX = re.compile(r"^/ap/actors/([^/]+)/inbox$")
@@ -71,7 +75,8 @@ class InboxFastPath:
         self.settings = state.settings
         self.scheme = urlsplit(self.settings.url_of(self.name)).scheme
         self.window = timedelta(seconds=self.settings.activitypub.signature_window_seconds)
-        self.rule = RateLimit("ap-inbox", self.settings.activitypub.inbox_rate_limit_per_minute, 60)
+        self.rule = host_rate_rule(self.settings)
+        self.federating = self.settings.features.federation_enabled
         self.static_headers = encode_security_headers(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,8 +98,9 @@ class InboxFastPath:
         await self.inner(scope, replay(body, complete, receive), send)
 
     def inbox_of(self, scope: Scope) -> tuple[str | None] | None:
-        """(the actor, or None for the shared inbox) when this is a POST to an inbox here."""
-        if scope["type"] != "http" or scope["method"] != "POST":
+        """(the actor, or None for the shared inbox) when this is a POST to an inbox here (with
+        federation switched off, none is: the view answers them)."""
+        if scope["type"] != "http" or scope["method"] != "POST" or not self.federating:
             return None
         path: str = scope["path"]
         if path == SHARED_INBOX:

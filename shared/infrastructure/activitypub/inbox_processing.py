@@ -14,6 +14,10 @@ A transient error leaves the item pending with ``next_attempt_at`` pushed back (
 The batch is one transaction: its row locks are held while a Follow fetches its follower's
 actor (at most ``fetch_timeout_seconds``), which other workers simply skip.
 Each effect is idempotent, and the item's activity id is unique, so a redelivery has none.
+Until an Undo: applying an Undo forgets the item it undoes (same actor, same id), so that an
+activity sent again with that id afterwards is stored and applied again. Some servers keep
+one Follow per pair and send Follow, Undo(Follow), Follow with one id; the second Follow must
+get its Accept. (An item another worker is applying at that moment is not forgotten.)
 """
 
 from __future__ import annotations
@@ -528,6 +532,28 @@ async def claim_items(session: AsyncSession, limit: int) -> list[Item]:
     return [Item(*row) for row in rows.all()]
 
 
+async def forget_undone_item(session: AsyncSession, undo: Item) -> set[int]:
+    """Delete the item ``undo`` undoes, if its actor sent it, so that its id may be stored
+    again; the ids deleted. A row another worker holds is skipped rather than waited for."""
+    undone_id = id_of(undo.document.get("object"))
+    if undone_id is None:
+        return set()
+    undone = (
+        select(ApInboxItem.id)
+        .where(
+            ApInboxItem.activity_uri == undone_id,
+            ApInboxItem.actor_uri == undo.actor_uri,
+            ApInboxItem.id != undo.id,
+        )
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    deleted = await session.scalars(
+        delete(ApInboxItem).where(ApInboxItem.id == undone).returning(ApInboxItem.id)
+    )
+    return set(deleted)
+
+
 async def save_outcomes(session: AsyncSession, outcomes: list[dict[str, Any]]) -> None:
     """Write each item's new state; rows with the same keys go in one executemany."""
     by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -551,6 +577,13 @@ async def process_inbox_items(
             return 0
         blocks = await read_block_list(session)
         ctx = Context(session, settings, client)
-        outcomes = [await run_item(ctx, item, blocks) for item in items]
-        await save_outcomes(session, outcomes)
+        outcomes: list[dict[str, Any]] = []
+        forgotten: set[int] = set()
+        for item in items:
+            if item.id in forgotten:  # undone by an Undo earlier in this batch
+                continue
+            outcomes.append(await run_item(ctx, item, blocks))
+            if item.activity_type == "Undo":
+                forgotten |= await forget_undone_item(session, item)
+        await save_outcomes(session, [row for row in outcomes if row["id"] not in forgotten])
     return len(items)

@@ -648,35 +648,73 @@ async def get_actor_for_key(
 ) -> RemoteActorDTO:
     """The remote actor that presents the key ``key_id`` (what an incoming signature names).
 
-    Served from the cache when fresh; else the key id's URL is fetched: usually the actor
-    itself (``<actor>#main-key``); otherwise a key document (or an actor stub, as GoToSocial
-    serves) whose ``owner`` is followed. Either way the actor must present ``key_id`` as its
-    publicKey. Call again with ``refresh=True`` when a signature fails with the cached key.
+    Served from the cache when fresh; else fetched (``fetch_actor_for_key``) and stored.
+    Call again with ``refresh=True`` when a signature fails with the cached key.
     """
     refuse_local(settings, key_id)
     if not refresh:
-        row = await session.scalar(
-            select(ApRemoteActor)
-            .where(ApRemoteActor.key_id == key_id)
-            .order_by(ApRemoteActor.fetched_at.desc())
-            .limit(1)
-            .execution_options(populate_existing=True)
-        )
-        if row is not None and (row.deleted_at is not None or is_fresh(row)):
-            return actor_dto(row)
+        cached = await get_cached_actor_for_key(session, key_id)
+        if cached is not None:
+            return cached
     signer = await get_instance_signer(session, settings)
-    fetched = await client.fetch_json(strip_fragment(key_id), signer=signer)
-    document = fetched.document
-    if _is_actor_document(document, fetched.url):
-        actor = parse_actor(document, fetched.url, key_id=key_id)
-        refuse_local(settings, actor.uri)
-        await store_actor(session, actor, document)
-    else:
-        owner = key_owner(document, key_id)
-        actor = await get_remote_actor(session, settings, client, owner, refresh=True)
+    fetched = await fetch_actor_for_key(
+        settings, client, signer, key_id, seconds=settings.activitypub.fetch_timeout_seconds
+    )
+    await store_actor(session, fetched.actor, fetched.document)
+    return fetched.actor
+
+
+async def get_cached_actor_for_key(session: AsyncSession, key_id: str) -> RemoteActorDTO | None:
+    """The cached actor presenting ``key_id`` when it is fresh or known deleted, else None."""
+    row = await session.scalar(
+        select(ApRemoteActor)
+        .where(ApRemoteActor.key_id == key_id)
+        .order_by(ApRemoteActor.fetched_at.desc())
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+    if row is not None and (row.deleted_at is not None or is_fresh(row)):
+        return actor_dto(row)
+    return None
+
+
+@dataclass(frozen=True)
+class FetchedActor:
+    """An actor fetched for its key, and the document to store it with (``store_actor``)."""
+
+    actor: RemoteActorDTO
+    document: dict[str, Any]
+
+
+async def fetch_actor_for_key(
+    settings: Settings, client: RemoteClient, signer: Signer, key_id: str, *, seconds: float
+) -> FetchedActor:
+    """Fetch the actor presenting ``key_id``, within ``seconds`` in all; no database, so a
+    caller can give its connection back while the remote takes its time.
+
+    The key id's URL is usually the actor itself (``<actor>#main-key``); otherwise a key
+    document (or an actor stub, as GoToSocial serves) whose ``owner`` is fetched. Either way
+    the actor must present ``key_id`` as its publicKey.
+    """
+    refuse_local(settings, key_id)
+    try:
+        async with asyncio.timeout(seconds):
+            fetched = await client.fetch_json(strip_fragment(key_id), signer=signer)
+            document = fetched.document
+            if not _is_actor_document(document, fetched.url):
+                owner = key_owner(document, key_id)
+                refuse_local(settings, owner)
+                fetched = await client.fetch_json(strip_fragment(owner), signer=signer)
+                document = fetched.document
+    except TimeoutError:
+        raise RemoteFetchError(
+            f"{key_id}: no complete answer within {seconds} s", url=key_id
+        ) from None
+    actor = parse_actor(document, fetched.url, key_id=key_id)
+    refuse_local(settings, actor.uri)
     if actor.key_id != key_id:
         raise InvalidDocumentError(f"{actor.uri} does not present the key {key_id}", url=key_id)
-    return actor
+    return FetchedActor(actor, document)
 
 
 def _is_actor_document(document: Mapping[str, Any], fetched_url: str) -> bool:

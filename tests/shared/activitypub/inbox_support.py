@@ -200,9 +200,11 @@ async def post_signed(
     now: datetime | None = None,
     body: bytes | None = None,
     signed_body: bytes | None = None,
+    client_address: str | None = None,
 ) -> Response:
     """POST ``activity`` (or raw ``body``) to ``path`` on ``host``, signed draft-cavage by
-    ``signer`` (unsigned when None); ``keypair``/``key_id``/``now``/``signed_body`` forge."""
+    ``signer`` (unsigned when None); ``keypair``/``key_id``/``now``/``signed_body`` forge;
+    ``client_address`` is the peer's address (the ASGI scope's client)."""
     data = body if body is not None else json.dumps(activity).encode()
     headers = {"Host": host, "Content-Type": ACTIVITY_JSON}
     if signer is not None:
@@ -216,8 +218,45 @@ async def post_signed(
                 now=now,
             )
         )
-    response: Response = await client.post(path, data=data, headers=headers)
+    scope = {"client": (client_address, 40000)} if client_address else None
+    response: Response = await client.post(path, data=data, headers=headers, scope_base=scope)
     return response
+
+
+class SlowKeyServer:
+    """A server whose every GET is held open until ``release`` is set (or a minute passes),
+    then answered 404: keys on a slow host. ``arrived`` counts the GETs that came in."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.arrived = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with server._lock:
+                    server.arrived += 1
+                server.release.wait(60)
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class Processor:

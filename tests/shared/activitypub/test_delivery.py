@@ -421,6 +421,29 @@ async def test_gone_inbox_fails_for_good_without_retry(
     assert sink.paths() == ["/gone"]
 
 
+async def test_with_federation_switched_off_nothing_is_delivered_and_nothing_is_lost(
+    connection: AsyncConnection, settings: Settings, sink: InboxSink, client: RemoteClient
+) -> None:
+    off = settings.model_copy(
+        update={"features": settings.features.model_copy(update={"federation_enabled": False})}
+    )
+    sessions = create_session_factory(connection)
+    async with sessions() as session:
+        emitted = await emit_activity(
+            session, off, "blog", {"type": "Like", "object": "x:1"},
+            visibility="direct", target_inboxes=[sink.url("/inbox")],
+        )  # fmt: skip
+        await session.commit()
+    await process_activities(sessions, off)
+    assert await process_deliveries(sessions, off, client) == 0
+    assert sink.paths() == []
+    row = await only_delivery(sessions, emitted.id)
+    assert (row.state, row.attempts) == ("pending", 0)  # kept for when it is switched on
+    assert await process_deliveries(sessions, settings, client) == 1
+    assert sink.paths() == ["/inbox"]
+    assert (await only_delivery(sessions, emitted.id)).state == "delivered"
+
+
 async def test_server_errors_are_retried_on_the_schedule(
     connection: AsyncConnection, settings: Settings, sink: InboxSink, client: RemoteClient
 ) -> None:

@@ -7,8 +7,13 @@ keys over HTTP, as it would from any server.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,15 +26,17 @@ from shared.config import Settings
 from shared.infrastructure.activitypub import urls
 from shared.infrastructure.activitypub.blocks import do_block, host_of
 from shared.infrastructure.activitypub.inbox import forget_remote_keys
+from shared.infrastructure.activitypub.keys import get_keypair
 from shared.infrastructure.factory import create_base_app
 from shared.infrastructure.rate_limit import RateLimit, limit_key
 from shared.models.ap_actors import ApRemoteActor
 from shared.models.ap_inbox import ApInboxItem
-from tests.conftest import ClientMaker
+from tests.conftest import ClientMaker, serving
 from tests.shared.activitypub.inbox_support import (
     ActorServer,
     Keypair,
     RemoteActor,
+    SlowKeyServer,
     post_signed,
 )
 
@@ -442,3 +449,237 @@ async def test_a_known_key_with_a_bad_signature_is_left_to_the_view(
     unsigned = await post_signed(counted_blog, SHARED, like_of(settings, alice, 3), None)
     assert unsigned.status_code == 401
     assert len(await stored(session)) == 1
+
+
+async def test_deeply_nested_json_is_refused_400_by_the_view_and_the_fast_path(
+    counted_blog: QuartClient,
+    alice: RemoteActor,
+    settings: Settings,
+    session: AsyncSession,
+    reached: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    deep_object = (
+        json.dumps(like_of(settings, alice, 9))[:-1].encode() + b', "object": ' + nested + b"}"
+    )
+    # An unknown key: the view answers.
+    for body in (nested, deep_object):
+        response = await post_signed(counted_blog, SHARED, None, alice, body=body)
+        assert response.status_code == 400
+        assert b"nested too deeply" in await response.get_data()
+    # A known key: the fast path looks first, then hands it to the view, without an error.
+    assert (
+        await post_signed(counted_blog, SHARED, like_of(settings, alice, 1), alice)
+    ).status_code == 202
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        for body in (nested, deep_object):
+            response = await post_signed(counted_blog, SHARED, None, alice, body=body)
+            assert response.status_code == 400
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(await stored(session)) == 1
+
+
+def with_features(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update={"features": settings.features.model_copy(update=changes)})
+
+
+def with_activitypub(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(
+        update={"activitypub": settings.activitypub.model_copy(update=changes)}
+    )
+
+
+async def test_with_federation_switched_off_the_inboxes_answer_404_and_store_nothing(
+    make_client: ClientMaker, alice: RemoteActor, settings: Settings, session: AsyncSession
+) -> None:
+    federating = await make_client(lambda s: create_base_app("blog", settings=s))
+    first = like_of(settings, alice, 1)
+    assert (await post_signed(federating, SHARED, first, alice)).status_code == 202
+    # alice's key is now held in memory: the fast path would accept her next POSTs.
+    off = with_features(settings, federation_enabled=False)
+    blog = await make_client(lambda _s: create_base_app("blog", settings=off))
+    for number, path in enumerate((SHARED, "/ap/actors/blog/inbox"), start=2):
+        response = await post_signed(blog, path, like_of(settings, alice, number), alice)
+        assert response.status_code == 404
+        assert b"federation is switched off" in await response.get_data()
+    assert [item.activity_uri for item in await stored(session)] == [first["id"]]
+
+
+# --- rate limits: verified senders per host, unverified POSTs per client address -------------
+
+
+async def test_junk_naming_a_hosts_keys_does_not_spend_that_hosts_rate(
+    make_client: ClientMaker,
+    alice: RemoteActor,
+    keypairs: tuple[Keypair, Keypair],
+    settings: Settings,
+    session: AsyncSession,
+) -> None:
+    tuned = with_activitypub(
+        settings, inbox_rate_limit_per_minute=2, inbox_unverified_rate_limit_per_minute=100
+    )
+    blog = await make_client(lambda _s: create_base_app("blog", settings=tuned))
+    assert (await post_signed(blog, SHARED, like_of(settings, alice, 1), alice)).status_code == 202
+    for number in range(10, 20):  # forged, and unsigned, naming alice's key and host
+        forged = await post_signed(
+            blog, SHARED, like_of(settings, alice, number), alice, keypair=keypairs[1]
+        )
+        assert forged.status_code == 401
+        unsigned = await post_signed(blog, SHARED, like_of(settings, alice, number), None)
+        assert unsigned.status_code == 401
+    genuine = await post_signed(blog, SHARED, like_of(settings, alice, 2), alice)
+    assert genuine.status_code == 202
+    assert len(await stored(session)) == 2
+
+
+async def test_an_address_refused_as_unverified_too_often_makes_us_fetch_no_more_keys(
+    make_client: ClientMaker,
+    actor_server: ActorServer,
+    keypairs: tuple[Keypair, Keypair],
+    alice: RemoteActor,
+    settings: Settings,
+    session: AsyncSession,
+) -> None:
+    tuned = with_activitypub(settings, inbox_unverified_rate_limit_per_minute=2)
+    blog = await make_client(lambda _s: create_base_app("blog", settings=tuned))
+    ghosts = [RemoteActor(actor_server, f"ghost{n}", keypairs[1]) for n in range(5)]  # 404
+
+    async def post_as(ghost: RemoteActor, address: str) -> int:
+        like = ghost.activity("Like", f"{settings.url_of('blog')}/ap/objects/1")
+        response = await post_signed(blog, SHARED, like, ghost, client_address=address)
+        return response.status_code
+
+    # One IPv6 /64 counts as one client, whatever address within it is used.
+    assert await post_as(ghosts[0], "2001:db8:1:2::1") == 401
+    assert await post_as(ghosts[1], "2001:db8:1:2::ff") == 401
+    refused = await post_as(ghosts[2], "2001:db8:1:2:abcd::7")
+    assert refused == 429
+    assert actor_server.requests == [ghosts[0].path, ghosts[1].path]  # no third fetch
+    # Another /64, and alice (whose key we can fetch) from the limited one, are not refused.
+    assert await post_as(ghosts[3], "2001:db8:1:3::1") == 401
+    like = like_of(settings, alice, 1)
+    response = await post_signed(blog, SHARED, like, alice, client_address="2001:db8:1:3::1")
+    assert response.status_code == 202
+
+
+# --- key fetches hold no database connection (a slow key server) -----------------------------
+
+
+@pytest.fixture
+def slow_keys() -> Iterator[SlowKeyServer]:
+    server = SlowKeyServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_pool_blog(
+    settings: Settings, session: AsyncSession, redis: aioredis.Redis
+) -> AsyncIterator[Callable[[Settings], Any]]:
+    """serve(settings): blog with its own engine (pool of db_pool_size, overflow as many)
+    on the test database, not the test's connection. The instance keypair is loaded into
+    memory from the test's transaction, so that nothing of the app's is committed."""
+    await get_keypair(session, settings)  # created, not yet held (its row may roll back)
+    await get_keypair(session, settings)  # read back and held in memory
+
+    def serve(tuned: Settings) -> Any:
+        return serving(create_base_app("blog", settings=tuned))
+
+    return serve
+
+
+def slow_like(server: SlowKeyServer, settings: Settings, number: int) -> tuple[dict[str, str], str]:
+    """A Like by an actor of the slow server, and its key id there."""
+    actor = f"{server.base_url}/users/u{number}"
+    like = {
+        "id": f"{actor}/likes/{number}",
+        "type": "Like",
+        "actor": actor,
+        "object": f"{settings.url_of('blog')}/ap/objects/1",
+    }
+    return like, f"{actor}#main-key"
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+async def test_fifty_posts_with_slow_keys_leave_the_apps_pages_answering(
+    own_pool_blog: Callable[[Settings], Any],
+    slow_keys: SlowKeyServer,
+    alice: RemoteActor,
+    settings: Settings,
+) -> None:
+    tuned = with_activitypub(
+        settings.model_copy(update={"db_pool_size": 1}),  # two connections in all
+        key_fetch_concurrency=50,
+        key_fetch_timeout_seconds=60,
+        inbox_unverified_rate_limit_per_minute=100,
+    )
+    async with own_pool_blog(tuned) as blog, asyncio.timeout(60):
+        posts = []
+        for number in range(50):
+            like, key_id = slow_like(slow_keys, settings, number)
+            posts.append(asyncio.create_task(post_signed(blog, SHARED, like, alice, key_id=key_id)))
+        await wait_for(lambda: slow_keys.arrived == 50, 30)  # all fifty keys being fetched
+        page = await blog.get(
+            "/ap/actors/blog/followers",
+            headers={"Host": "blog.localhost", "Accept": "application/activity+json"},
+        )
+        assert page.status_code == 200
+        assert (await page.get_json())["totalItems"] == 0
+        slow_keys.release.set()
+        answers = [response.status_code for response in await asyncio.gather(*posts)]
+    assert answers == [401] * 50
+
+
+async def test_key_fetches_beyond_the_cap_are_answered_503_at_once(
+    own_pool_blog: Callable[[Settings], Any],
+    slow_keys: SlowKeyServer,
+    alice: RemoteActor,
+    settings: Settings,
+) -> None:
+    tuned = with_activitypub(settings, key_fetch_concurrency=2, key_fetch_timeout_seconds=30)
+    async with own_pool_blog(tuned) as blog, asyncio.timeout(60):
+        posts = []
+        for number in range(2):
+            like, key_id = slow_like(slow_keys, settings, number)
+            posts.append(asyncio.create_task(post_signed(blog, SHARED, like, alice, key_id=key_id)))
+        await wait_for(lambda: slow_keys.arrived == 2, 30)
+        like, key_id = slow_like(slow_keys, settings, 3)
+        busy = await post_signed(blog, SHARED, like, alice, key_id=key_id)
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"] == "30"
+        assert slow_keys.arrived == 2
+        slow_keys.release.set()
+        assert [response.status_code for response in await asyncio.gather(*posts)] == [401, 401]
+
+
+async def test_a_key_fetch_gives_up_after_the_key_fetch_timeout(
+    own_pool_blog: Callable[[Settings], Any],
+    slow_keys: SlowKeyServer,
+    alice: RemoteActor,
+    settings: Settings,
+) -> None:
+    tuned = with_activitypub(settings, fetch_timeout_seconds=60, key_fetch_timeout_seconds=0.5)
+    async with own_pool_blog(tuned) as blog, asyncio.timeout(20):
+        like, key_id = slow_like(slow_keys, settings, 1)
+        response = await post_signed(blog, SHARED, like, alice, key_id=key_id)
+    assert response.status_code == 401
+    assert b"no complete answer within 0.5 s" in await response.get_data()
+
+
+async def test_a_key_that_could_not_be_fetched_is_not_fetched_again_for_a_while(
+    blog: QuartClient, alice: RemoteActor, settings: Settings, session: AsyncSession
+) -> None:
+    alice.publish(status=404)
+    for number in range(3):
+        response = await post_signed(blog, SHARED, like_of(settings, alice, number), alice)
+        assert response.status_code == 401
+    assert alice.server.fetches_of(alice.path) == 1
+    assert await stored(session) == []

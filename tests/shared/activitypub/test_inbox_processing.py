@@ -216,6 +216,57 @@ async def test_undo_follow_by_bare_id_and_only_by_the_follower(
     assert await count(session, ApFollower) == 0
 
 
+async def test_a_follow_sent_again_with_its_id_after_its_undo_is_applied_again(
+    make_client: ClientMaker,
+    processor: Processor,
+    alice: RemoteActor,
+    bob: RemoteActor,
+    settings: Settings,
+    session: AsyncSession,
+) -> None:
+    """Servers that keep one Follow per pair send Follow, Undo(Follow), Follow with one id."""
+    blog: QuartClient = await make_client(lambda s: create_base_app("blog", settings=s))
+    inbox = "/ap/actors/blog/inbox"
+    follow = alice.activity("Follow", blog_actor(settings))
+    assert (await post_signed(blog, inbox, follow, alice)).status_code == 202
+    await processor.run()
+    assert await count(session, ApFollower) == 1
+    assert len(await accepts(session)) == 1
+    # bob's Undo of alice's Follow neither undoes it nor lets its id in again
+    assert (await post_signed(blog, inbox, bob.activity("Undo", follow), bob)).status_code == 202
+    await processor.run()
+    assert await count(session, ApInboxItem, ApInboxItem.activity_uri == follow["id"]) == 1
+    undo = alice.activity("Undo", follow)
+    assert (await post_signed(blog, inbox, undo, alice)).status_code == 202
+    await processor.run()
+    assert await state_of(session, undo) == ("done", None)
+    assert await count(session, ApFollower) == 0
+    assert (await post_signed(blog, inbox, follow, alice)).status_code == 202
+    assert await processor.run() == 1
+    assert await state_of(session, follow) == ("done", None)
+    assert await count(session, ApFollower, ApFollower.follow_uri == follow["id"]) == 1
+    assert [accept.document["object"] for accept in await accepts(session)] == [follow, follow]
+
+
+async def test_a_follow_and_its_undo_applied_in_one_batch_leave_its_id_free(
+    make_client: ClientMaker,
+    processor: Processor,
+    alice: RemoteActor,
+    settings: Settings,
+    session: AsyncSession,
+) -> None:
+    blog: QuartClient = await make_client(lambda s: create_base_app("blog", settings=s))
+    follow = alice.activity("Follow", blog_actor(settings))
+    for activity in (follow, alice.activity("Undo", follow)):
+        assert (await post_signed(blog, "/ap/inbox", activity, alice)).status_code == 202
+    assert await processor.run() == 2
+    assert await count(session, ApFollower) == 0
+    assert (await post_signed(blog, "/ap/inbox", follow, alice)).status_code == 202
+    assert await processor.run() == 1
+    assert await count(session, ApFollower) == 1
+    assert len(await accepts(session)) == 2
+
+
 async def test_accept_of_our_follow_is_matched_by_actor_and_object_and_reject_removes_it(
     processor: Processor,
     alice: RemoteActor,
