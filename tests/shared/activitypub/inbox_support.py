@@ -178,6 +178,14 @@ class RemoteActor:
         document = {"subject": f"acct:{subject or asked}", "links": links or [self_link]}
         self.server.documents[f"/.well-known/webfinger?resource=acct:{asked}"] = (200, document)
 
+    def publish_handle_on(self, name: str) -> str:
+        """Have the actor's WebFinger name it ``<user>@<name>:<port>`` (this server under
+        another name), and that domain's WebFinger confirm it; the handle."""
+        handle = f"{self.username}@{self.server.url_on(name).split('//', 1)[1]}"
+        self.publish_webfinger(subject=handle)  # asked at the actor's host
+        self.publish_webfinger(resource=handle)  # asked at the handle's domain
+        return handle
+
     def new_id(self, kind: str = "activities") -> str:
         return f"{self.uri}/{kind}/{uuid.uuid4()}"
 

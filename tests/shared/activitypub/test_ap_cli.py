@@ -269,9 +269,7 @@ async def test_operators_see_the_handle_a_tls_peer_behind_a_private_ca_confirms(
     """An https peer on a loopback name, its certificate signed by a private CA: trusted with
     ROSE_ASH_ACTIVITYPUB__EXTRA_CA_FILE, followed by the handle its WebFinger gives (on another
     domain than its actor's host), and listed by that handle."""
-    handle = f"alice@{tls_alice.server.url_on('takahe.localhost').split('//', 1)[1]}"
-    tls_alice.publish_webfinger(subject=handle)
-    tls_alice.publish_webfinger(resource=handle)
+    handle = tls_alice.publish_handle_on("takahe.localhost")
     refused = await rose_ash(cli_settings, "follow", "blog", handle)
     assert refused.returncode == 1
     assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr

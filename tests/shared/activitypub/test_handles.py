@@ -31,15 +31,6 @@ from tests.shared.activitypub.inbox_support import (
 pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
-def publish_handle_on(actor: RemoteActor, name: str) -> str:
-    """Have ``actor``'s WebFinger name it ``<user>@<name>:<port>`` (the same server under
-    another name), and that domain's WebFinger confirm it; the handle."""
-    handle = f"{actor.username}@{actor.server.url_on(name).split('//', 1)[1]}"
-    actor.publish_webfinger(subject=handle)  # asked at the actor's host
-    actor.publish_webfinger(resource=handle)  # asked at the handle's domain
-    return handle
-
-
 async def stored_handle(session: AsyncSession) -> str | None:
     return await session.scalar(select(ApRemoteActor.handle))
 
@@ -50,7 +41,7 @@ async def test_an_actor_is_labelled_by_the_handle_its_webfinger_confirms(
     trusting_client: RemoteClient,
     tls_alice: RemoteActor,
 ) -> None:
-    handle = publish_handle_on(tls_alice, "takahe.localhost")
+    handle = tls_alice.publish_handle_on("takahe.localhost")
     assert handle != tls_alice.handle  # alice@takahe.localhost:<port>, not alice@localhost:<port>
     follow = await do_follow(session, trusting, trusting_client, "blog", tls_alice.uri)
     assert follow.handle == handle
@@ -94,7 +85,7 @@ async def test_a_key_fetch_asks_no_webfinger_and_keeps_the_handle(
 ) -> None:
     """The inbox's request path (a key fetch) does not wait for WebFinger; a refetched key
     keeps the handle, unless the username changed."""
-    handle = publish_handle_on(alice, "peer.localhost")
+    handle = alice.publish_handle_on("peer.localhost")
     await get_actor_for_key(session, settings, remote_client, alice.key_id)
     assert alice.server.fetches_of("/.well-known/webfinger") == 0
     assert await stored_handle(session) is None
@@ -114,7 +105,7 @@ async def test_a_follower_first_seen_by_its_key_gets_its_handle(
     processor: Processor,
     alice: RemoteActor,
 ) -> None:
-    handle = publish_handle_on(alice, "peer.localhost")
+    handle = alice.publish_handle_on("peer.localhost")
     await get_actor_for_key(session, settings, remote_client, alice.key_id)  # the inbox's check
     await store(session, alice.activity("Follow", urls.actor_url(settings, "blog")))
     await processor.run()
