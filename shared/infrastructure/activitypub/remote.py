@@ -15,7 +15,12 @@ Exceptions: ``settings.activitypub.allow_loopback`` (development, tests: 127/8 a
 abandoned past ``max_response_bytes``; a whole fetch (redirects included) gets
 ``fetch_timeout_seconds``; redirects are followed by hand up to ``max_redirects``, each hop
 checked again; POSTs (deliveries) never follow redirects. Proxies from the environment are
-ignored (a proxy would resolve names where we cannot check them).
+ignored (a proxy would resolve names where we cannot check them). TLS trusts certifi's bundle,
+the system store (with SSL_CERT_FILE / SSL_CERT_DIR) and ``activitypub.extra_ca_file``.
+
+WebFinger (``get_webfinger``) is asked over https; over http only when https got no answer
+from a loopback name and loopback is allowed (development). A remote actor is labelled by the
+handle its WebFinger confirms (``resolve_handle``, stored as ``ap_remote_actors.handle``).
 
 Authorized fetch: every GET is signed (draft-cavage) by the instance actor, which is itself
 fetchable unsigned, so servers in secure mode answer us.
