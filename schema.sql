@@ -365,7 +365,8 @@ CREATE TABLE public.ap_remote_actors (
     public_key_pem text,
     document jsonb NOT NULL,
     fetched_at timestamp with time zone DEFAULT now() NOT NULL,
-    deleted_at timestamp with time zone
+    deleted_at timestamp with time zone,
+    handle text
 );
 
 

@@ -13,6 +13,7 @@ it is keyed by environment.
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     HttpUrl,
     SecretStr,
     ValidationError,
@@ -214,6 +216,20 @@ class ActivityPubSettings(BaseModel):
     max_delivery_attempts: int = Field(default=16, ge=1)
     # Items per page of the outbox, followers and following collections.
     collection_page_size: int = Field(default=20, ge=1, le=200)
+    # A PEM file of CA certificates trusted for outgoing TLS besides the public ones (certifi's
+    # bundle and the system store, with SSL_CERT_FILE / SSL_CERT_DIR): a private CA in front
+    # of peers, or a test's own CA.
+    extra_ca_file: FilePath | None = None
+
+    @field_validator("extra_ca_file")
+    @classmethod
+    def check_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=value)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"{value} holds no usable PEM CA certificate ({exc})") from None
+        return value
 
 
 class Settings(BaseSettings):

@@ -41,6 +41,9 @@ class ApRemoteActor(Base):
     domain: Mapped[str] = mapped_column(String(255), nullable=False)
     actor_type: Mapped[str] = mapped_column(String(40), nullable=False)
     preferred_username: Mapped[str | None] = mapped_column(String(255))
+    # What the actor is shown as: user@domain as its WebFinger confirms it, else user@host of
+    # its URL; NULL until looked up (shared.infrastructure.activitypub.remote.resolve_handle).
+    handle: Mapped[str | None] = mapped_column(Text)
     name: Mapped[str | None] = mapped_column(Text)
     inbox: Mapped[str] = mapped_column(String(2000), nullable=False)
     shared_inbox: Mapped[str | None] = mapped_column(String(2000))

@@ -37,7 +37,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from shared.config import Settings
 from shared.infrastructure.activitypub.publish import ACTIVITIES_CHANNEL, get_internal_handlers
 from shared.infrastructure.activitypub.remote import (
-    AddressPolicy,
     DeliveryResponse,
     GuardedTransport,
     RemoteClient,
@@ -103,10 +102,12 @@ class DeliveryPool:
     def __init__(self, settings: Settings, *, concurrency: int | None = None) -> None:
         wanted = concurrency or settings.activitypub.delivery_concurrency
         shards = max(1, math.ceil(wanted / REQUESTS_PER_POOL))
-        policy = AddressPolicy.from_settings(settings)
         self.clients = [
             RemoteClient(
-                settings, transport=GuardedTransport(policy, max_connections=2 * REQUESTS_PER_POOL)
+                settings,
+                transport=GuardedTransport.for_settings(
+                    settings, max_connections=2 * REQUESTS_PER_POOL
+                ),
             )
             for _ in range(shards)
         ]

@@ -5,10 +5,12 @@
     list_following(session, app=None)                    what each actor follows, and its state
 
 ``target`` is an actor's URL, or a handle ``user@host`` (also ``@user@host``, ``acct:user@host``)
-looked up by WebFinger. WebFinger is asked over https, as servers expect (Fedify and Mastodon
-resolve ``acct:`` only over https); over http only for a loopback name (``localhost``,
-``*.localhost``, a loopback address) when ``activitypub.allow_loopback`` is on, which is how the
-development platform and the tests run.
+looked up by WebFinger (remote.get_webfinger): over https, as servers expect (Fedify and Mastodon
+resolve ``acct:`` only over https); over http as well, when https cannot be spoken, only for a
+loopback name (``localhost``, ``*.localhost``, a loopback address) when
+``activitypub.allow_loopback`` is on, which is how the development platform and the tests run.
+Follows are shown by the remote actor's handle as its WebFinger confirms it
+(remote.resolve_handle: ``alice@takahe.example`` for an actor served from another host).
 
 The Follow goes to the remote actor's own inbox (not the shared one) with an id on the app's
 host, in the caller's transaction (emit_activity: the outbox delivers it after the commit). The
@@ -20,14 +22,12 @@ and Delete from that actor get stored (inbox_processing).
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import APP_NAMES, Settings
@@ -39,20 +39,14 @@ from shared.infrastructure.activitypub.remote import (
     RemoteActorDTO,
     RemoteClient,
     RemoteFetchError,
+    actor_link,
+    fallback_handle,
     get_remote_actor,
-    is_localhost_name,
+    get_webfinger,
+    parse_handle,
 )
 from shared.models.ap_actors import ApRemoteActor
 from shared.models.ap_inbox import ApFollowing
-
-HANDLE = re.compile(r"^(?:acct:|@)?([^@\s/?#]+)@([^@\s/?#]+)$")
-# The WebFinger link types of an ActivityPub actor, compared without spaces.
-ACTOR_LINK_TYPES = frozenset(
-    {
-        "application/activity+json",
-        'application/ld+json;profile="https://www.w3.org/ns/activitystreams"',
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,7 @@ class FollowingView:
 
     app: str
     actor_uri: str
-    handle: str | None  # preferredUsername@host, when the actor has a username
+    handle: str | None  # user@domain (remote.resolve_handle), when the actor has a username
     state: str  # pending | accepted
     follow_uri: str
     created_at: datetime
@@ -71,48 +65,7 @@ class FollowingView:
 # -- resolving a target -------------------------------------------------------------------------
 
 
-def parse_handle(target: str) -> tuple[str, str] | None:
-    """(user, host) of a handle such as ``user@host``, ``@user@host`` or ``acct:user@host``."""
-    match = HANDLE.match(target.strip())
-    if match is None:
-        return None
-    return match.group(1), match.group(2).lower()
-
-
-def is_loopback_name(host: str) -> bool:
-    """Whether ``host`` (maybe with a port) names this machine: localhost, *.localhost, a
-    loopback address."""
-    name = urlsplit(f"//{host}").hostname or ""
-    if is_localhost_name(name):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def webfinger_url(settings: Settings, user: str, host: str) -> str:
-    loopback = settings.activitypub.allow_loopback and is_loopback_name(host)
-    scheme = "http" if loopback else "https"
-    resource = quote(f"acct:{user}@{host}", safe=":@")
-    return f"{scheme}://{host}/.well-known/webfinger?resource={resource}"
-
-
-def actor_link(document: dict[str, Any]) -> str | None:
-    """The ``self`` link of a WebFinger answer that is an ActivityPub actor."""
-    links = document.get("links")
-    if not isinstance(links, list):
-        return None
-    for link in links:
-        if not isinstance(link, dict) or link.get("rel") != "self":
-            continue
-        href, kind = link.get("href"), str(link.get("type", "")).replace(" ", "")
-        if isinstance(href, str) and kind in ACTOR_LINK_TYPES:
-            return href
-    return None
-
-
-async def resolve_actor_url(settings: Settings, client: RemoteClient, target: str) -> str:
+async def resolve_actor_url(client: RemoteClient, target: str) -> str:
     """The actor URL that ``target`` (a URL or a handle) names; InvalidInputError if none."""
     target = target.strip()
     if urlsplit(target).scheme in {"http", "https"}:
@@ -120,9 +73,8 @@ async def resolve_actor_url(settings: Settings, client: RemoteClient, target: st
     handle = parse_handle(target)
     if handle is None:
         raise InvalidInputError(f"{target!r} is neither an actor URL nor a handle user@host")
-    url = webfinger_url(settings, *handle)
     try:
-        document = await client.get_json(url, signer=None)
+        document = await get_webfinger(client, *handle)
     except RemoteFetchError as exc:
         raise InvalidInputError(f"{target}: WebFinger failed ({exc})") from None
     actor = actor_link(document)
@@ -136,7 +88,7 @@ async def fetch_followable(
 ) -> RemoteActorDTO:
     if app not in APP_NAMES:
         raise InvalidInputError(f"{app!r} is not one of the apps ({', '.join(APP_NAMES)})")
-    actor_url = await resolve_actor_url(settings, client, target)
+    actor_url = await resolve_actor_url(client, target)
     if urls.is_local(settings, actor_url):
         raise InvalidInputError(f"{actor_url} is one of our own actors")
     try:
@@ -219,7 +171,7 @@ async def do_unfollow(
     if handle is not None:  # the actor as we stored it, else WebFinger again
         row = await find_following_by_handle(session, app, *handle)
     if row is None:
-        actor_url = (await resolve_actor_url(settings, client, target)).split("#", 1)[0]
+        actor_url = (await resolve_actor_url(client, target)).split("#", 1)[0]
         found = await session.execute(
             select_follows().where(ApFollowing.app == app, ApRemoteActor.uri == actor_url)
         )
@@ -250,18 +202,22 @@ def select_follows() -> Select[ApFollowing, ApRemoteActor]:
 
 
 async def find_following_by_handle(session: AsyncSession, app: str, user: str, host: str) -> Any:
-    """(ApFollowing, ApRemoteActor) of ``app``'s follow of user@host, or None. The host may
-    carry a port; the stored domain does not, so the port is matched on the actor's URL."""
+    """(ApFollowing, ApRemoteActor) of ``app``'s follow of user@host (its handle, or the
+    username and host of its URL), or None. The host may carry a port; the stored domain does
+    not, so the port is matched on the actor's URL."""
     name = (urlsplit(f"//{host}").hostname or "").lower()
+    wanted = f"{user}@{host}"
     rows = await session.execute(
         select_follows().where(
             ApFollowing.app == app,
-            ApRemoteActor.preferred_username == user,
-            ApRemoteActor.domain == name,
+            or_(
+                ApRemoteActor.handle == wanted,
+                and_(ApRemoteActor.preferred_username == user, ApRemoteActor.domain == name),
+            ),
         )
     )
     for following, actor in rows:
-        if urlsplit(actor.uri).netloc.lower() == host:
+        if actor.handle == wanted or fallback_handle(actor.uri, user) == wanted:
             return following, actor
     return None
 
@@ -276,10 +232,12 @@ async def list_following(session: AsyncSession, app: str | None = None) -> list[
 
 
 def handle_of(actor: RemoteActorDTO | ApRemoteActor) -> str | None:
-    """username@host of the actor's URL (what its server's WebFinger answers, as a rule)."""
+    """The actor's handle as WebFinger confirmed it, else username@host of its URL."""
+    if actor.handle:
+        return actor.handle
     if not actor.preferred_username:
         return None
-    return f"{actor.preferred_username}@{urlsplit(actor.uri).netloc.lower()}"
+    return fallback_handle(actor.uri, actor.preferred_username)
 
 
 def view_of(following: ApFollowing, actor_uri: str, handle: str | None) -> FollowingView:

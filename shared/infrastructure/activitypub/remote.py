@@ -15,7 +15,12 @@ Exceptions: ``settings.activitypub.allow_loopback`` (development, tests: 127/8 a
 abandoned past ``max_response_bytes``; a whole fetch (redirects included) gets
 ``fetch_timeout_seconds``; redirects are followed by hand up to ``max_redirects``, each hop
 checked again; POSTs (deliveries) never follow redirects. Proxies from the environment are
-ignored (a proxy would resolve names where we cannot check them).
+ignored (a proxy would resolve names where we cannot check them). TLS trusts certifi's bundle,
+the system store (with SSL_CERT_FILE / SSL_CERT_DIR) and ``activitypub.extra_ca_file``.
+
+WebFinger (``get_webfinger``) is asked over https; over http only when https got no answer
+from a loopback name and loopback is allowed (development). A remote actor is labelled by the
+handle its WebFinger confirms (``resolve_handle``, stored as ``ap_remote_actors.handle``).
 
 Authorized fetch: every GET is signed (draft-cavage) by the instance actor, which is itself
 fetchable unsigned, so servers in secure mode answer us.
@@ -34,18 +39,21 @@ import asyncio
 import functools
 import ipaddress
 import json
+import os
+import re
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
 import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,6 +74,14 @@ ACTOR_TYPES = ("Person", "Service", "Application", "Group", "Organization")
 GONE_STATUSES = frozenset({404, 410})
 DELIVERY_BODY_BYTES = 16_384  # what we keep of an inbox's answer (for logs)
 MAX_URL_LENGTH = 2000  # the ap_remote_actors URL columns
+HANDLE = re.compile(r"^(?:acct:|@)?([^@\s/?#]+)@([^@\s/?#]+)$")
+# The WebFinger link types of an ActivityPub actor, compared without spaces.
+ACTOR_LINK_TYPES = frozenset(
+    {
+        "application/activity+json",
+        'application/ld+json;profile="https://www.w3.org/ns/activitystreams"',
+    }
+)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -270,11 +286,29 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+def trusted_ssl_context(extra_ca_file: Path | None = None) -> ssl.SSLContext:
+    """The TLS context of every guarded pool: certifi's bundle, the system store (OpenSSL's
+    default paths, which honour SSL_CERT_FILE and SSL_CERT_DIR) and ``extra_ca_file``
+    (``activitypub.extra_ca_file``). One per process and configuration: building one loads the
+    CA bundles (tens of milliseconds), and a worker's delivery pool has several transports."""
+    return _build_ssl_context(
+        str(extra_ca_file) if extra_ca_file is not None else None,
+        os.environ.get("SSL_CERT_FILE"),
+        os.environ.get("SSL_CERT_DIR"),
+    )
+
+
 @functools.cache
-def shared_ssl_context() -> ssl.SSLContext:
-    """One TLS context for every guarded pool in the process: building one loads the CA
-    bundle (tens of milliseconds), and a worker's delivery pool has several transports."""
-    return httpx.create_ssl_context(trust_env=False)
+def _build_ssl_context(
+    extra_ca_file: str | None, cert_file: str | None, cert_dir: str | None
+) -> ssl.SSLContext:
+    # The environment variables are arguments only to key the cache: OpenSSL reads them itself
+    # when load_default_certs loads its default paths.
+    context = httpx.create_ssl_context(trust_env=False)  # certifi's bundle
+    context.load_default_certs()
+    if extra_ca_file is not None:
+        context.load_verify_locations(cafile=extra_ca_file)
+    return context
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
@@ -284,14 +318,25 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     replaced (before any connection exists) by one that is given it.
     """
 
-    def __init__(self, policy: AddressPolicy, *, max_connections: int = 100) -> None:
-        super().__init__(verify=shared_ssl_context(), trust_env=False)
+    def __init__(
+        self, policy: AddressPolicy, ssl_context: ssl.SSLContext, *, max_connections: int = 100
+    ) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=shared_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=30.0,
             network_backend=GuardedBackend(policy),
+        )
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, max_connections: int = 100) -> GuardedTransport:
+        """The transport with the address policy and the trusted CAs ``settings`` give."""
+        return cls(
+            AddressPolicy.from_settings(settings),
+            trusted_ssl_context(settings.activitypub.extra_ca_file),
+            max_connections=max_connections,
         )
 
 
@@ -315,7 +360,8 @@ class RemoteClient:
         self.user_agent = f"rose-ash (+{settings.url_of(urls.INSTANCE_HOST_APP)}/)"
         connections = max(100, self.config.delivery_concurrency)
         self._client = httpx.AsyncClient(
-            transport=transport or GuardedTransport(self.policy, max_connections=connections),
+            transport=transport
+            or GuardedTransport.for_settings(settings, max_connections=connections),
             follow_redirects=False,
             trust_env=False,
             timeout=httpx.Timeout(self.config.fetch_timeout_seconds),
@@ -450,6 +496,71 @@ def parse_json_object(body: bytes, url: str) -> dict[str, Any]:
     return document
 
 
+# --- WebFinger ---------------------------------------------------------------------------
+
+
+def parse_handle(target: str) -> tuple[str, str] | None:
+    """(user, host) of a handle such as ``user@host``, ``@user@host`` or ``acct:user@host``."""
+    match = HANDLE.match(target.strip())
+    if match is None:
+        return None
+    return match.group(1), match.group(2).lower()
+
+
+def is_loopback_name(host: str) -> bool:
+    """Whether ``host`` (maybe with a port) names this machine: localhost, *.localhost, a
+    loopback address."""
+    name = urlsplit(f"//{host}").hostname or ""
+    if is_localhost_name(name):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def webfinger_url(user: str, host: str, scheme: str = "https") -> str:
+    resource = quote(f"acct:{user}@{host}", safe=":@")
+    return f"{scheme}://{host}/.well-known/webfinger?resource={resource}"
+
+
+def plain_http_allowed(settings: Settings, host: str) -> bool:
+    """WebFinger may fall back to http for a loopback name when loopback is allowed (the
+    development platform and the tests); everywhere else it is https only, as servers expect
+    (Fedify and Mastodon resolve ``acct:`` only over https)."""
+    return settings.activitypub.allow_loopback and is_loopback_name(host)
+
+
+async def get_webfinger(client: RemoteClient, user: str, host: str) -> dict[str, Any]:
+    """The WebFinger answer for ``acct:user@host``, asked over https; over http when https
+    got no answer (no connection, a failed handshake) and plain_http_allowed. When both fail,
+    the error tells both (a certificate problem is what an operator needs to see)."""
+    try:
+        return await client.get_json(webfinger_url(user, host), signer=None)
+    except RemoteFetchError as exc:
+        if exc.status is not None or not plain_http_allowed(client.settings, host):
+            raise
+        https_failure = exc
+    try:
+        return await client.get_json(webfinger_url(user, host, "http"), signer=None)
+    except RemoteFetchError as exc:
+        raise RemoteFetchError(f"{https_failure}; over http: {exc}", url=exc.url) from exc
+
+
+def actor_link(document: Mapping[str, Any]) -> str | None:
+    """The ``self`` link of a WebFinger answer that is an ActivityPub actor."""
+    links = document.get("links")
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if not isinstance(link, dict) or link.get("rel") != "self":
+            continue
+        href, kind = link.get("href"), str(link.get("type", "")).replace(" ", "")
+        if isinstance(href, str) and kind in ACTOR_LINK_TYPES:
+            return href
+    return None
+
+
 # --- signers -----------------------------------------------------------------------------
 
 
@@ -481,6 +592,8 @@ class RemoteActorDTO:
     key_id: str | None
     public_key_pem: str | None
     deleted: bool = False
+    # How the actor is shown (resolve_handle); None until looked up, or without a username.
+    handle: str | None = None
 
 
 def strip_fragment(url: str) -> str:
@@ -583,7 +696,58 @@ def actor_dto(row: ApRemoteActor) -> RemoteActorDTO:
         key_id=row.key_id,
         public_key_pem=row.public_key_pem,
         deleted=row.deleted_at is not None,
+        handle=row.handle,
     )
+
+
+def fallback_handle(uri: str, preferred_username: str) -> str:
+    """user@host of the actor's URL: its label when WebFinger does not confirm another."""
+    return f"{preferred_username}@{urlsplit(uri).netloc.lower()}"
+
+
+async def resolve_handle(client: RemoteClient, actor: RemoteActorDTO) -> str | None:
+    """How ``actor`` is shown: ``user@domain`` as its WebFinger names it, else user@host of
+    its URL; None when it has no preferredUsername.
+
+    As Mastodon does: ``acct:<preferredUsername>@<actor's host>`` is asked at the actor's
+    host; its answer must link to the actor, and its subject gives the handle. A subject on
+    another domain (a server whose handles are not on its actors' host) counts only when that
+    domain's WebFinger answers the same subject and links to the same actor: anyone can claim
+    a handle on someone else's domain."""
+    user = actor.preferred_username
+    if not user:
+        return None
+    host = urlsplit(actor.uri).netloc.lower()
+    try:
+        subject = await get_webfinger_subject(client, actor.uri, user, host)
+        if subject[1] != host and await get_webfinger_subject(client, actor.uri, *subject) != (
+            subject
+        ):
+            return fallback_handle(actor.uri, user)
+    except RemoteFetchError:
+        return fallback_handle(actor.uri, user)
+    return "@".join(subject)
+
+
+async def get_webfinger_subject(
+    client: RemoteClient, actor_uri: str, user: str, host: str
+) -> tuple[str, str]:
+    """(user, domain) of the subject of the WebFinger answer for ``acct:user@host``, which
+    must link to ``actor_uri``; InvalidDocumentError if it does not."""
+    document = await get_webfinger(client, user, host)
+    link = actor_link(document)
+    subject = document.get("subject")
+    parsed = parse_handle(subject) if isinstance(subject, str) else None
+    if link is None or strip_fragment(link) != actor_uri or parsed is None:
+        raise InvalidDocumentError(f"WebFinger of acct:{user}@{host} does not name {actor_uri}")
+    return parsed
+
+
+async def store_handle(session: AsyncSession, client: RemoteClient, row: ApRemoteActor) -> None:
+    """Look up the handle of a cached actor stored without one (a key fetch stores actors
+    without asking WebFinger, which the inbox's request path should not wait for)."""
+    row.handle = await resolve_handle(client, actor_dto(row))
+    await session.flush()
 
 
 def is_fresh(row: ApRemoteActor, now: datetime | None = None) -> bool:
@@ -612,10 +776,12 @@ async def get_remote_actor(
     uri: str,
     *,
     refresh: bool = False,
+    with_handle: bool = True,
 ) -> RemoteActorDTO:
     """The remote actor ``uri``: cached if fetched within ACTOR_TTL (or known deleted), else
-    fetched with a signed GET, validated and stored. A 404/410 marks a cached actor deleted
-    and raises RemoteGoneError."""
+    fetched with a signed GET, validated and stored, with its handle (resolve_handle; not
+    ``with_handle=False``, as for a key an inbox request waits for). A 404/410 marks a cached
+    actor deleted and raises RemoteGoneError."""
     uri = strip_fragment(uri)
     refuse_local(settings, uri)
     if not refresh:
@@ -625,6 +791,8 @@ async def get_remote_actor(
             .execution_options(populate_existing=True)
         )
         if row is not None and (row.deleted_at is not None or is_fresh(row)):
+            if with_handle and not row.deleted_at and not row.handle and row.preferred_username:
+                await store_handle(session, client, row)
             return actor_dto(row)
     signer = await get_instance_signer(session, settings)
     try:
@@ -634,6 +802,8 @@ async def get_remote_actor(
         raise
     actor = parse_actor(fetched.document, fetched.url)
     refuse_local(settings, actor.uri)
+    if with_handle:
+        actor = replace(actor, handle=await resolve_handle(client, actor))
     await store_actor(session, actor, fetched.document)
     return actor
 
@@ -751,8 +921,9 @@ def key_owner(document: Mapping[str, Any], key_id: str) -> str:
 async def store_actor(
     session: AsyncSession, actor: RemoteActorDTO, document: Mapping[str, Any]
 ) -> None:
-    """Insert or refresh the cached actor (one statement: concurrent inboxes may race)."""
-    values = {
+    """Insert or refresh the cached actor (one statement: concurrent inboxes may race). An
+    actor without a handle keeps the one it had, unless its preferredUsername changed."""
+    values: dict[str, Any] = {
         "domain": actor.domain,
         "actor_type": actor.actor_type,
         "preferred_username": actor.preferred_username,
@@ -765,7 +936,12 @@ async def store_actor(
         "fetched_at": datetime.now(UTC),
         "deleted_at": None,
     }
-    statement = insert(ApRemoteActor).values(uri=actor.uri, **values)
+    statement = insert(ApRemoteActor).values(uri=actor.uri, handle=actor.handle, **values)
+    same_user = ApRemoteActor.preferred_username.is_not_distinct_from(
+        statement.excluded.preferred_username
+    )
+    kept = case((same_user, ApRemoteActor.handle), else_=None)
+    values["handle"] = actor.handle if actor.handle is not None else kept
     await session.execute(
         statement.on_conflict_do_update(index_elements=[ApRemoteActor.uri], set_=values)
     )

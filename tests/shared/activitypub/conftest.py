@@ -23,6 +23,7 @@ from tests.shared.activitypub.inbox_support import (
     make_keypair,
     serve_actors,
 )
+from tests.shared.activitypub.tls_support import OwnCA, make_own_ca
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,42 @@ def keypairs() -> tuple[Keypair, Keypair]:
 @pytest.fixture(scope="module")
 def actor_server() -> Iterator[ActorServer]:
     yield from serve_actors()
+
+
+@pytest.fixture(scope="session")
+def own_ca(tmp_path_factory: pytest.TempPathFactory) -> OwnCA:
+    """A CA of the tests' own, as a private CA in front of fediverse peers."""
+    return make_own_ca(tmp_path_factory.mktemp("own-ca"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(own_ca: OwnCA) -> Iterator[ActorServer]:
+    """An ActorServer over TLS at https://localhost:<port>, its certificate signed by own_ca."""
+    yield from serve_actors("localhost", own_ca.server_context)
+
+
+@pytest.fixture
+def trusting(settings: Settings, own_ca: OwnCA) -> Settings:
+    """The settings, trusting own_ca (activitypub.extra_ca_file)."""
+    activitypub = settings.activitypub.model_copy(update={"extra_ca_file": own_ca.ca_file})
+    return settings.model_copy(update={"activitypub": activitypub})
+
+
+@pytest.fixture
+async def trusting_client(trusting: Settings) -> AsyncIterator[RemoteClient]:
+    client = RemoteClient(trusting)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def tls_alice(tls_server: ActorServer, keypairs: tuple[Keypair, Keypair]) -> Iterator[RemoteActor]:
+    """alice at https://localhost:<port>/users/alice (tls_server)."""
+    actor = RemoteActor(tls_server, "alice", keypairs[0])
+    actor.publish()
+    yield actor
+    tls_server.documents.clear()
+    tls_server.requests.clear()
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ signed POSTs through a Quart test client.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -48,17 +50,25 @@ def make_keypair() -> Keypair:
 
 class ActorServer:
     """A fediverse server in miniature: answers GETs for the documents it holds (JSON, with a
-    status), 404 for anything else, and records every path asked for."""
+    status), 404 for anything else, and records every path asked for. Over TLS when given a
+    server context; ``host`` is the name its URLs use (any name for 127.0.0.1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.documents: dict[str, tuple[int, dict[str, Any]]] = {}
         self.requests: list[str] = []
+        self.host = host
+        self.tls = tls
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def base_url(self) -> str:
+        return self.url_on(self.host)
+
+    def url_on(self, host: str) -> str:
+        """This server's base URL under another name (``*.localhost`` names all reach it)."""
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self._server.server_address[1]}"
 
     def start(self) -> None:
         server = self
@@ -74,11 +84,19 @@ class ActorServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def handle(self) -> None:
+                with contextlib.suppress(ssl.SSLError, ConnectionError):  # refused our TLS
+                    super().handle()
+
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:  # the handshake is made by each request's thread
+            self._server.socket = self.tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -145,15 +163,28 @@ class RemoteActor:
     def handle(self) -> str:
         return f"{self.username}@{self.server.base_url.split('//', 1)[1]}"
 
-    def publish_webfinger(self, links: list[dict[str, Any]] | None = None) -> None:
-        """Answer WebFinger for ``acct:<handle>`` with a ``self`` link to the actor (or
-        ``links``)."""
+    def publish_webfinger(
+        self,
+        links: list[dict[str, Any]] | None = None,
+        *,
+        resource: str | None = None,
+        subject: str | None = None,
+    ) -> None:
+        """Answer WebFinger for ``acct:<resource>`` (the handle by default) with a ``self``
+        link to the actor (or ``links``), its subject ``acct:<subject>`` (the resource by
+        default)."""
+        asked = resource or self.handle
         self_link = {"rel": "self", "type": ACTIVITY_JSON, "href": self.uri}
-        document = {"subject": f"acct:{self.handle}", "links": links or [self_link]}
-        self.server.documents[f"/.well-known/webfinger?resource=acct:{self.handle}"] = (
-            200,
-            document,
-        )
+        document = {"subject": f"acct:{subject or asked}", "links": links or [self_link]}
+        self.server.documents[f"/.well-known/webfinger?resource=acct:{asked}"] = (200, document)
+
+    def publish_handle_on(self, name: str) -> str:
+        """Have the actor's WebFinger name it ``<user>@<name>:<port>`` (this server under
+        another name), and that domain's WebFinger confirm it; the handle."""
+        handle = f"{self.username}@{self.server.url_on(name).split('//', 1)[1]}"
+        self.publish_webfinger(subject=handle)  # asked at the actor's host
+        self.publish_webfinger(resource=handle)  # asked at the handle's domain
+        return handle
 
     def new_id(self, kind: str = "activities") -> str:
         return f"{self.uri}/{kind}/{uuid.uuid4()}"
@@ -179,8 +210,10 @@ class RemoteActor:
         }
 
 
-def serve_actors() -> Iterator[ActorServer]:
-    server = ActorServer()
+def serve_actors(
+    host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[ActorServer]:
+    server = ActorServer(host, tls)
     server.start()
     try:
         yield server

@@ -29,6 +29,7 @@ from shared.migrations import do_upgrade
 from shared.models.ap_outbox import ApActivity, ApDelivery
 from tests.conftest import TEST_SECRET_KEY, recreate_database
 from tests.shared.activitypub.inbox_support import RemoteActor
+from tests.shared.activitypub.tls_support import OwnCA
 
 REFUSED_INBOX = "http://127.0.0.1:9/inbox"  # loopback, refused unless allowed
 
@@ -101,11 +102,11 @@ class Ran:
     stderr: str
 
 
-async def rose_ash(settings: Settings, *args: str) -> Ran:
+async def rose_ash(settings: Settings, *args: str, env: dict[str, str] | None = None) -> Ran:
     """`rose-ash ap ...` through click's runner, in a thread (it runs its own event loop)."""
     runner = CliRunner()
     result = await asyncio.to_thread(
-        runner.invoke, main, ["ap", *args], env=environment_for(settings)
+        runner.invoke, main, ["ap", *args], env={**environment_for(settings), **(env or {})}
     )
     return Ran(result.exit_code, result.stdout, result.stderr)
 
@@ -260,3 +261,23 @@ async def test_operators_follow_list_and_unfollow_a_remote_actor(
     nonsense = await rose_ash(cli_settings, "follow", "blog", "nobody")
     assert nonsense.returncode == 1
     assert "neither an actor URL nor a handle" in nonsense.stderr
+
+
+async def test_operators_see_the_handle_a_tls_peer_behind_a_private_ca_confirms(
+    cli_settings: Settings, tls_alice: RemoteActor, own_ca: OwnCA
+) -> None:
+    """An https peer on a loopback name, its certificate signed by a private CA: trusted with
+    ROSE_ASH_ACTIVITYPUB__EXTRA_CA_FILE, followed by the handle its WebFinger gives (on another
+    domain than its actor's host), and listed by that handle."""
+    handle = tls_alice.publish_handle_on("takahe.localhost")
+    refused = await rose_ash(cli_settings, "follow", "blog", handle)
+    assert refused.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+    trust = {"ROSE_ASH_ACTIVITYPUB__EXTRA_CA_FILE": str(own_ca.ca_file)}
+    followed = await rose_ash(cli_settings, "follow", "blog", handle, env=trust)
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.strip() == f"blog -> {handle} ({tls_alice.uri}): pending"
+    listed = await rose_ash(cli_settings, "following", env=trust)
+    assert [line.split("\t")[:3] for line in listed.stdout.strip().splitlines()[1:]] == [
+        ["blog", handle, tls_alice.uri]
+    ]

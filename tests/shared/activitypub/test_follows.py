@@ -17,14 +17,13 @@ from shared.config import Settings
 from shared.contracts.errors import InvalidInputError, NotFoundError
 from shared.infrastructure.activitypub import urls
 from shared.infrastructure.activitypub.blocks import do_block
-from shared.infrastructure.activitypub.follows import (
+from shared.infrastructure.activitypub.follows import do_follow, do_unfollow, list_following
+from shared.infrastructure.activitypub.remote import (
+    RemoteClient,
     actor_link,
-    do_follow,
-    do_unfollow,
-    list_following,
+    plain_http_allowed,
     webfinger_url,
 )
-from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.models.ap_inbox import ApFollowing
 from shared.models.ap_outbox import ApActivity
 from tests.shared.activitypub.inbox_support import Processor, RemoteActor, store
@@ -107,22 +106,55 @@ async def test_a_handle_is_resolved_by_webfinger(
     follow = await do_follow(
         session, settings, remote_client, "blog", form.format(handle=alice.handle)
     )
-    assert follow.actor_uri == alice.uri
-    assert alice.server.fetches_of("/.well-known/webfinger") == 1
+    assert (follow.actor_uri, follow.handle) == (alice.uri, alice.handle)
+    # Once for the target, once for the actor's handle; over http (a plain http peer on a
+    # loopback name, after https failed to handshake).
+    assert alice.server.fetches_of("/.well-known/webfinger") == 2
 
 
-def test_webfinger_is_asked_over_https_except_on_loopback_names_when_allowed(
+async def test_a_handle_on_an_https_loopback_peer_is_resolved_over_https(
+    session: AsyncSession,
+    trusting: Settings,
+    trusting_client: RemoteClient,
+    tls_alice: RemoteActor,
+) -> None:
+    tls_alice.publish_webfinger()
+    assert tls_alice.uri.startswith("https://localhost:")
+    follow = await do_follow(session, trusting, trusting_client, "blog", tls_alice.handle)
+    assert (follow.actor_uri, follow.handle) == (tls_alice.uri, tls_alice.handle)
+    assert tls_alice.server.fetches_of("/.well-known/webfinger") == 2
+
+
+async def test_webfinger_never_falls_back_to_http_where_loopback_is_not_allowed(
+    session: AsyncSession, settings: Settings, alice: RemoteActor
+) -> None:
+    """Loopback reachable only as an allowlisted host (as a private peer in production):
+    https only, no downgrade to http."""
+    alice.publish_webfinger()
+    update = {"allow_loopback": False, "allowed_private_hosts": ("127.0.0.1",)}
+    strict = settings.model_copy(
+        update={"activitypub": settings.activitypub.model_copy(update=update)}
+    )
+    async with RemoteClient(strict) as client:
+        with pytest.raises(InvalidInputError, match="WebFinger failed"):
+            await do_follow(session, strict, client, "blog", alice.handle)
+    assert alice.server.fetches_of("/.well-known/webfinger") == 0
+
+
+def test_webfinger_falls_back_to_http_only_on_loopback_names_when_allowed(
     settings: Settings,
 ) -> None:
-    assert webfinger_url(settings, "bob", "example.com") == (
+    assert webfinger_url("bob", "example.com") == (
         "https://example.com/.well-known/webfinger?resource=acct:bob@example.com"
     )
-    assert webfinger_url(settings, "bob", "peer.localhost:8080").startswith("http://peer.")
-    assert webfinger_url(settings, "bob", "127.0.0.1:8080").startswith("http://127.0.0.1")
+    assert webfinger_url("bob", "peer.localhost:8080", "http").startswith("http://peer.")
+    assert plain_http_allowed(settings, "peer.localhost:8080")
+    assert plain_http_allowed(settings, "127.0.0.1:8080")
+    assert not plain_http_allowed(settings, "example.com")
     strict = settings.model_copy(
         update={"activitypub": settings.activitypub.model_copy(update={"allow_loopback": False})}
     )
-    assert webfinger_url(strict, "bob", "peer.localhost").startswith("https://")
+    assert not plain_http_allowed(strict, "peer.localhost")
 
 
 def test_the_actor_link_of_a_webfinger_answer_is_the_self_link_of_an_activitypub_type() -> None:

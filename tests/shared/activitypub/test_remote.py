@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.config import Settings
+from shared.config import ConfigError, Settings, load_settings
 from shared.infrastructure.activitypub import keys, urls
+from shared.infrastructure.activitypub.delivery import DeliveryPool
 from shared.infrastructure.activitypub.keys import public_pem_of
 from shared.infrastructure.activitypub.remote import (
     AddressPolicy,
@@ -37,9 +39,12 @@ from shared.infrastructure.activitypub.remote import (
 )
 from shared.infrastructure.activitypub.signatures import IncomingRequest, verify_request
 from shared.models.ap_actors import ApRemoteActor
+from tests.shared.activitypub.inbox_support import ActorServer
+from tests.shared.activitypub.tls_support import OwnCA, write_ca_directory
 
 PEER_HOST = "peer.localhost"  # a *.localhost name: loopback, as browsers and our client map it
 JSON_TYPE = {"Content-Type": "application/activity+json"}
+TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS ClientHello
 
 
 # --- a tiny real HTTP/1.1 server ---------------------------------------------------------
@@ -98,7 +103,10 @@ class FakePeer:
         assert task is not None
         self.tasks.add(task)
         try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            first = await reader.readexactly(1)
+            if first == TLS_HANDSHAKE:  # https to this plain http server: hang up
+                return
+            head = (first + await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
             request_line, *lines = head.strip("\r\n").split("\r\n")
             method, target, _ = request_line.split(" ", 2)
             headers = [(n.strip(), v.strip()) for n, v in (x.split(":", 1) for x in lines)]
@@ -407,6 +415,83 @@ async def test_a_connection_refused_is_a_fetch_error(client: RemoteClient, peer:
     with pytest.raises(RemoteFetchError, match="ConnectError"):
         await client.get_json(f"http://127.0.0.1:{port}/x", signer=None)
     await peer.start()  # the fixture stops it again
+
+
+# --- the certificate authorities we trust ---------------------------------------------------
+
+
+@pytest.fixture
+def tls_document(tls_server: ActorServer) -> Iterator[str]:
+    """A document served over TLS by a peer whose certificate our own CA signed."""
+    tls_server.documents["/doc"] = (200, {"hello": "tls"})
+    yield f"{tls_server.base_url}/doc"
+    tls_server.documents.clear()
+
+
+async def test_a_peer_behind_a_private_ca_is_trusted_with_the_extra_ca_file(
+    settings: Settings, trusting: Settings, tls_document: str
+) -> None:
+    async with RemoteClient(settings) as untrusting:
+        with pytest.raises(RemoteFetchError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.get_json(tls_document, signer=None)
+    async with RemoteClient(trusting) as client:
+        assert await client.get_json(tls_document, signer=None) == {"hello": "tls"}
+
+
+async def test_the_delivery_pool_trusts_the_extra_ca_file(
+    session: AsyncSession, settings: Settings, trusting: Settings, tls_document: str
+) -> None:
+    signer = await get_actor_signer(session, settings, "blog")
+    inbox = tls_document.replace("/doc", "/inbox")
+    untrusting = DeliveryPool(settings)
+    try:
+        with pytest.raises(RemoteFetchError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.post_json(inbox, b"{}", signer=signer)
+    finally:
+        await untrusting.aclose()
+    pool = DeliveryPool(trusting)
+    try:  # the TLS handshake succeeded: the peer answers (it takes no POSTs)
+        assert (await pool.post_json(inbox, b"{}", signer=signer)).status == 501
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+async def test_the_standard_variables_name_more_trusted_cas(
+    settings: Settings,
+    own_ca: OwnCA,
+    tls_document: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    if variable == "SSL_CERT_FILE":
+        monkeypatch.setenv(variable, str(own_ca.ca_file))
+    else:
+        monkeypatch.setenv(variable, str(write_ca_directory(own_ca.ca_file, tmp_path)))
+    async with RemoteClient(settings) as client:
+        assert await client.get_json(tls_document, signer=None) == {"hello": "tls"}
+
+
+def test_an_extra_ca_file_that_is_missing_or_no_certificate_is_a_config_error(
+    settings: Settings, tmp_path: Path
+) -> None:
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    for path, message in (
+        (tmp_path / "missing.pem", "not point to a file"),
+        (not_pem, "no usable"),
+    ):
+        with pytest.raises(ConfigError, match=f"ROSE_ASH_ACTIVITYPUB__EXTRA_CA_FILE.*{message}"):
+            load_settings(
+                env="test",
+                database_url=settings.database_url,
+                redis_url=settings.redis_url,
+                secret_key=settings.secret_key.get_secret_value(),
+                activitypub={"allow_loopback": True, "extra_ca_file": str(path)},
+            )
 
 
 # --- signed requests -----------------------------------------------------------------------
