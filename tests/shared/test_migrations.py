@@ -68,6 +68,19 @@ async def count_lock_waiters(holder: asyncpg.Connection, database: str) -> int:
     return waiting
 
 
+def start_upgrades(environment: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` `rose-ash db upgrade` processes, started (not awaited)."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "db", "upgrade"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(count)
+    ]
+
+
 async def test_processes_migrating_at_once_do_not_race(
     scratch_postgres: EmbeddedPostgres,
 ) -> None:
@@ -84,15 +97,7 @@ async def test_processes_migrating_at_once_do_not_race(
     processes: list[subprocess.Popen[bytes]] = []
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "db", "upgrade"],
-                env=environment,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            for _ in range(4)
-        ]
+        processes = start_upgrades(environment, 4)
         deadline = asyncio.get_running_loop().time() + 60
         while await count_lock_waiters(holder, "rose_ash_race") < len(processes):
             exited = [process.args for process in processes if process.poll() is not None]
