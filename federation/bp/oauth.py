@@ -209,7 +209,6 @@ async def authorize() -> Response | str | tuple[str, int]:
         # Not signed in here (or not recently enough): sign in first, then come back to this
         # very request.
         return redirect_to_login(params)
-    browser_session.pop(FRESH_LOGIN_KEY, None)
 
     client = oauth.client
     scope = oauth.scope or ""
@@ -228,6 +227,7 @@ async def authorize() -> Response | str | tuple[str, int]:
             return to_response(server.create_authorization_response(oauth, None, grant))
         session.add(OAuthConsent(user_id=member.id, client_id=client.client_id, scope=scope))
 
+    browser_session.pop(FRESH_LOGIN_KEY, None)  # that sign-in served its request
     work.grant_id = await do_find_or_create_grant(member, client.client_id, scope)
     result = server.create_authorization_response(oauth, grant_user=member, grant=grant)
     await work.apply(session)
@@ -278,7 +278,9 @@ def check_fresh_login_needed(
 
 
 def redirect_to_login(params: MultiDict[str, str]) -> Response:
-    browser_session[FRESH_LOGIN_KEY] = {"request": request_digest(params), "at": int(time.time())}
+    if "login" in prompt_values(params) or params.get("max_age"):
+        asked = {"request": request_digest(params), "at": int(time.time())}
+        browser_session[FRESH_LOGIN_KEY] = asked
     return redirect("/login?" + urlencode({"next": "/oauth/authorize?" + urlencode(params)}))
 
 

@@ -619,3 +619,21 @@ async def test_max_age_that_is_not_whole_seconds_is_invalid(flow: Flow, max_age:
     response = await flow.client.get(authorize_query(pkce()[1], max_age=max_age))
     assert response.status_code == 302
     assert redirect_params(response.headers["Location"])["error"] == "invalid_request"
+
+
+async def test_prompt_login_then_consent_issues_a_code(flow: Flow, session: AsyncSession) -> None:
+    await set_auth_time(session, flow, timedelta(hours=1))
+    query = third_party_query(pkce()[1], prompt="login")
+    response = await flow.client.get(query)
+    next_url = redirect_params(response.headers["Location"])["next"]
+    await sign_in_again(flow, session, next_url)
+    form_page = await flow.client.get(next_url)
+    assert form_page.status_code == 200  # the consent screen, not the login page again
+    page = await form_page.get_data(as_text=True)
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    fields = {key: values[0] for key, values in parse_qs(urlsplit(next_url).query).items()}
+    allowed = await flow.client.post(
+        "/oauth/authorize", form={**fields, "csrf_token": token, "decision": "allow"}
+    )
+    assert allowed.headers["Location"].startswith(THIRD_PARTY_CALLBACK + "?")
+    assert "code" in redirect_params(allowed.headers["Location"])

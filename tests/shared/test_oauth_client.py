@@ -495,6 +495,15 @@ async def test_revocation_is_observed_once_the_cache_is_purged(
 # --- lifetimes: an app's sign-in cannot outlive the device's SSO session -----------------------
 
 
+async def set_device_last_seen(session: AsyncSession, member: Member, ago: timedelta) -> None:
+    await session.execute(
+        update(SsoSession)
+        .where(SsoSession.id == member.sid)
+        .values(last_seen_at=datetime.now(UTC) - ago)
+    )
+    await session.commit()
+
+
 async def test_app_sign_in_ends_when_its_sso_session_is_past_its_lifetime(
     blog: QuartClient,
     fake: FakeFederation,
@@ -506,11 +515,7 @@ async def test_app_sign_in_ends_when_its_sso_session_is_past_its_lifetime(
     await sign_in(blog, fake, member, grant_id)
     assert await signed_in_as(blog) == "Ada Hartley"
     # The device was not used for over 30 days (the idle lifetime) at federation or any app.
-    idle = datetime.now(UTC) - timedelta(days=30, minutes=1)
-    await session.execute(
-        update(SsoSession).where(SsoSession.id == member.sid).values(last_seen_at=idle)
-    )
-    await session.commit()
+    await set_device_last_seen(session, member, timedelta(days=30, minutes=1))
     await redis.delete(grant_cache_key(grant_id))  # past the cache window
     assert await signed_in_as(blog) is None
 
@@ -524,11 +529,7 @@ async def test_app_use_keeps_the_sso_session_from_idling_out(
 ) -> None:
     grant_id = await add_grant(session, member, "blog")
     await sign_in(blog, fake, member, grant_id)
-    long_ago = datetime.now(UTC) - timedelta(days=29)
-    await session.execute(
-        update(SsoSession).where(SsoSession.id == member.sid).values(last_seen_at=long_ago)
-    )
-    await session.commit()
+    await set_device_last_seen(session, member, timedelta(days=29))
     await redis.delete(grant_cache_key(grant_id))
     assert await signed_in_as(blog) == "Ada Hartley"
     last_seen = await session.scalar(
