@@ -82,6 +82,36 @@ class CookieSettings(BaseModel):
     secure: bool = True
     samesite: Literal["Lax", "Strict"] = "Lax"
 
+    def name_of(self, base: str) -> str:
+        """The name of a cookie set without Domain and with Path=/: ``__Host-<base>`` when
+        cookies are Secure (https), so no sibling subdomain and no plain-http page can plant
+        or overwrite it. Over plain http (development, tests) browsers refuse a ``__Host-``
+        cookie, which must be Secure, so the plain name is used there."""
+        return f"__Host-{base}" if self.secure else base
+
+
+class SessionSettings(BaseModel):
+    """How long a sign-in lasts, checked on the server for federation's SSO session (one per
+    device) and for each app's own session. Co-op members sign in by magic link, which costs
+    a trip to their mailbox, and come back weekly or monthly, so sessions are long
+    ("remember me"): a device unused for ``idle_lifetime_seconds`` (30 days) is signed out,
+    which ends forgotten devices such as a shared computer; every sign-in ends after
+    ``absolute_lifetime_seconds`` (90 days) however active, which bounds a stolen cookie."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    idle_lifetime_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    absolute_lifetime_seconds: int = Field(default=90 * 24 * 3600, gt=0)
+
+    @model_validator(mode="after")
+    def check_idle_within_absolute(self) -> SessionSettings:
+        if self.idle_lifetime_seconds > self.absolute_lifetime_seconds:
+            raise ValueError(
+                "ROSE_ASH_SESSIONS__IDLE_LIFETIME_SECONDS: must not exceed "
+                "ROSE_ASH_SESSIONS__ABSOLUTE_LIFETIME_SECONDS"
+            )
+        return self
+
 
 class FeatureSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -261,6 +291,8 @@ class Settings(BaseSettings):
     )
     apps: AppUrls
     cookies: CookieSettings = CookieSettings()
+    # Idle and absolute lifetimes of sign-ins (federation's SSO sessions, the apps' sessions).
+    sessions: SessionSettings = SessionSettings()
     features: FeatureSettings = FeatureSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1_048_576, gt=0)

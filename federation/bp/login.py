@@ -182,6 +182,8 @@ async def complete_sign_in(user: UserDTO, next_url: str) -> Response:
         set_sso_cookie(response, started.token)
         # A new identity on this browser gets a new CSRF token (no fixation across sign-ins).
         session.pop(CSRF_SESSION_KEY, None)
+    else:  # signed in again (prompt=login, max_age): the session's auth_time is now
+        await sso.do_record_authentication(current.session.id)
     await get_service(UserService).do_record_login(user.id)
     response.headers.update(NO_STORE)
     return response

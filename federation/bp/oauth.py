@@ -7,7 +7,9 @@ federation/services/authorization.py), let Authlib answer, apply its writes and 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from quart import Blueprint, Response, current_app, redirect, render_template, request
+from quart import session as browser_session
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
@@ -45,6 +48,10 @@ from shared.services.sso import hash_token
 oauth_bp = Blueprint("oauth", __name__)
 SERVER_KEY = "rose_ash_oauth_server"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# In federation's session cookie: which authorization request sent the member to sign in,
+# and when (so the sign-in that follows satisfies its prompt=login or max_age).
+FRESH_LOGIN_KEY = "oauth_login_asked"
+MAX_AGE_DIGITS = 12
 
 
 def get_server() -> RoseAshAuthorizationServer:
@@ -189,9 +196,18 @@ async def authorize() -> Response | str | tuple[str, int]:
     except OAuth2Error as error:
         return await authorization_error(server, oauth, error)
 
+    try:
+        max_age = read_max_age(params)
+    except InvalidRequestError as error:
+        return await authorization_error(server, oauth, error)
+    if member is not None and check_fresh_login_needed(params, member, max_age):
+        if "none" in prompt_values(params):
+            return await authorization_error(server, oauth, login_required(params))
+        member = None
     if member is None:
-        # Not signed in here: sign in first, then come back to this very request.
-        return redirect("/login?" + urlencode({"next": "/oauth/authorize?" + urlencode(params)}))
+        # Not signed in here (or not recently enough): sign in first, then come back to this
+        # very request.
+        return redirect_to_login(params)
 
     client = oauth.client
     scope = oauth.scope or ""
@@ -210,10 +226,61 @@ async def authorize() -> Response | str | tuple[str, int]:
             return to_response(server.create_authorization_response(oauth, None, grant))
         session.add(OAuthConsent(user_id=member.id, client_id=client.client_id, scope=scope))
 
+    browser_session.pop(FRESH_LOGIN_KEY, None)  # that sign-in served its request
     work.grant_id = await do_find_or_create_grant(member, client.client_id, scope)
     result = server.create_authorization_response(oauth, grant_user=member, grant=grant)
     await work.apply(session)
     return to_response(result)
+
+
+def prompt_values(params: MultiDict[str, str]) -> set[str]:
+    return set((params.get("prompt") or "").split())
+
+
+def read_max_age(params: MultiDict[str, str]) -> int | None:
+    """The request's max_age (OIDC Core 3.1.2.1): whole seconds, or None when not asked."""
+    raw = params.get("max_age")
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_AGE_DIGITS:
+        raise InvalidRequestError(
+            "max_age must be a whole number of seconds", redirect_uri=params.get("redirect_uri")
+        )
+    return int(raw)
+
+
+def login_required(params: MultiDict[str, str]) -> InvalidRequestError:
+    error = InvalidRequestError(redirect_uri=params.get("redirect_uri"))
+    error.error = "login_required"
+    error.description = "The member must sign in again, which prompt=none does not allow"
+    return error
+
+
+def request_digest(params: MultiDict[str, str]) -> str:
+    return hashlib.sha256(urlencode(sorted(params.items(multi=True))).encode()).hexdigest()
+
+
+def check_fresh_login_needed(
+    params: MultiDict[str, str], member: Member, max_age: int | None
+) -> bool:
+    """Whether the member must sign in again for this request: it asks prompt=login, or its
+    max_age is shorter than the time since the member's last sign-in (OIDC Core 3.1.2.1), and
+    the member has not signed in since federation sent them to sign in for this very request."""
+    too_old = max_age is not None and int(time.time()) - member.auth_time > max_age
+    if "login" not in prompt_values(params) and not too_old:
+        return False
+    asked = browser_session.get(FRESH_LOGIN_KEY)
+    if not isinstance(asked, dict) or asked.get("request") != request_digest(params):
+        return True
+    asked_at = asked.get("at")
+    return not isinstance(asked_at, int) or member.auth_time < asked_at
+
+
+def redirect_to_login(params: MultiDict[str, str]) -> Response:
+    if "login" in prompt_values(params) or params.get("max_age"):
+        asked = {"request": request_digest(params), "at": int(time.time())}
+        browser_session[FRESH_LOGIN_KEY] = asked
+    return redirect("/login?" + urlencode({"next": "/oauth/authorize?" + urlencode(params)}))
 
 
 async def authorization_error(

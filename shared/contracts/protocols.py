@@ -91,11 +91,20 @@ class SsoService(Protocol):
         ...
 
     async def get_active_session(self, token: str) -> SsoSessionDTO | None:
-        """The unrevoked session this token belongs to, or None."""
+        """The live session this token belongs to (unrevoked, within the idle and absolute
+        lifetimes), or None."""
+        ...
+
+    async def do_touch_session(self, sso_session_id: int) -> None:
+        """Record that the device is in use now, so its live session does not idle out."""
+        ...
+
+    async def do_record_authentication(self, sso_session_id: int) -> None:
+        """The member signed in again on this device: the session's auth_time becomes now."""
         ...
 
     async def list_sessions(self, user_id: int) -> list[SsoSessionDTO]:
-        """The member's active sessions (devices), most recently seen first."""
+        """The member's live sessions (devices), most recently seen first."""
         ...
 
     async def do_sign_out_device(self, sso_session_id: int, *, reason: str) -> list[int]:
@@ -108,7 +117,8 @@ class SsoService(Protocol):
         ...
 
     async def get_grant_status(self, grant_id: int) -> GrantStatusDTO | None:
-        """The grant's current status, or None if there is no such grant."""
+        """The grant's current status, or None if there is no such grant. A grant made from
+        an SSO session is active only while that session is live."""
         ...
 
 

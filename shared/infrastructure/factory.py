@@ -69,14 +69,14 @@ def create_base_app(
     app.config.update(
         SECRET_KEY=settings.secret_key.get_secret_value(),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        SESSION_COOKIE_NAME=f"{name}_session",
+        SESSION_COOKIE_NAME=settings.cookies.name_of(f"{name}_session"),
         SESSION_COOKIE_SECURE=settings.cookies.secure,
         SESSION_COOKIE_SAMESITE=settings.cookies.samesite,
         SESSION_COOKIE_HTTPONLY=True,
         PROPAGATE_EXCEPTIONS=False,
     )
     app.extensions[EXTENSION_KEY] = AppState(
-        name=name, settings=settings, registry=registry or build_registry()
+        name=name, settings=settings, registry=registry or build_registry(settings)
     )
     install_lifecycle(app)
     install_request_context(app)

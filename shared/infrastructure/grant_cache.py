@@ -30,7 +30,11 @@ def grant_cache_key(grant_id: int) -> str:
 
 
 async def check_grant_active(redis: Redis | None, sso: SsoService, grant_id: int) -> bool:
-    """True while the grant stands: from the cache if it answers, else from the database."""
+    """True while the grant stands: from the cache if it answers, else from the database.
+
+    A read from the database also records that the device is in use (its SSO session's
+    last_seen_at), so a member active in the apps is not signed out for idling at federation;
+    the cache makes that at most one write a minute per grant."""
     redis_up = redis is not None
     if redis is not None:
         try:
@@ -45,6 +49,8 @@ async def check_grant_active(redis: Redis | None, sso: SsoService, grant_id: int
                 return cached in (ACTIVE, ACTIVE.decode())
     status = await sso.get_grant_status(grant_id)
     active = status is not None and status.active
+    if status is not None and active and status.sso_session_id is not None:
+        await sso.do_touch_session(status.sso_session_id)
     if redis is not None and redis_up:
         try:
             await redis.set(

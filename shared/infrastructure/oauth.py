@@ -17,9 +17,15 @@
   is verified against the JWKS and the grant's cached status dropped.
 
 On every request the member's grant is checked (grant_cache: Redis, 60 s at most, PostgreSQL
-when Redis is down) before the member is loaded. A visitor without a session whose browser
-navigates to a page gets one silent ``prompt=none`` round trip to federation, which signs them
-in if they are signed in there; a short-lived marker cookie stops it from repeating.
+when Redis is down) before the member is loaded. A sign-in is also bounded on the server by the
+session lifetimes (``Settings.sessions``): the grant stands only while the SSO session it came
+from is live at federation, the sign-in ends ``absolute_lifetime_seconds`` after it was made,
+and the session cookie, re-signed on every request, is refused by Quart once its signature is
+older than ``idle_lifetime_seconds`` (PERMANENT_SESSION_LIFETIME).
+
+A visitor without a session whose browser navigates to a page gets one silent ``prompt=none``
+round trip to federation, which signs them in if they are signed in there; a short-lived marker
+cookie stops it from repeating.
 
 Federation's endpoints are reached through an httpx.AsyncClient kept on the app (created in the
 serving lifecycle); tests hand it a transport of their own (``get_oauth(app).transport``).
@@ -47,7 +53,7 @@ from joserfc.jwk import KeySet
 from quart import Blueprint, Quart, Response, current_app, g, request, session
 from redis.exceptions import RedisError
 
-from shared.config import APP_NAMES
+from shared.config import APP_NAMES, CookieSettings, SessionSettings
 from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import NotFoundError
 from shared.contracts.protocols import SsoService, UserService
@@ -75,7 +81,6 @@ PENDING_STATES_KEY = "oauth_states"
 MAX_PENDING_STATES = 5  # sign-ins started in other tabs stay valid
 PENDING_TTL_SECONDS = 600
 PENDING_KEY_PREFIX = "rose_ash:oauth:pending:"
-SESSION_LIFETIME_SECONDS = 60 * 60 * 24 * 30
 SILENT_MARKER_MAX_AGE = 300
 DEVICE_COOKIE_MAX_AGE = 60 * 60 * 24 * 365 * 2
 METADATA_TTL_SECONDS = 3600
@@ -146,6 +151,11 @@ class AppSignIn:
         if not isinstance(uid, int) or not isinstance(gid, int) or not isinstance(at, int):
             return None
         return cls(uid, gid, sid if isinstance(sid, int) else None, at)
+
+    def check_within_lifetime(self, lifetimes: SessionSettings, now: float) -> bool:
+        """Whether the sign-in is younger than the absolute lifetime (the idle one is the
+        session cookie's, see the module's docstring)."""
+        return now - self.signed_in_at < lifetimes.absolute_lifetime_seconds
 
 
 @dataclass
@@ -229,12 +239,12 @@ def pending_key(app_name: str, state: str) -> str:
     return f"{PENDING_KEY_PREFIX}{app_name}:{state}"
 
 
-def silent_marker_cookie(app_name: str) -> str:
-    return f"{app_name}_sso_checked"
+def silent_marker_cookie(app_name: str, cookies: CookieSettings) -> str:
+    return cookies.name_of(f"{app_name}_sso_checked")
 
 
-def device_cookie(app_name: str) -> str:
-    return f"{app_name}_device"
+def device_cookie(app_name: str, cookies: CookieSettings) -> str:
+    return cookies.name_of(f"{app_name}_device")
 
 
 def current_path() -> str:
@@ -468,8 +478,8 @@ async def get_current_user() -> UserDTO | None:
 
 def get_device_id() -> str:
     """This browser's id in this app (the long-lived ``<app>_device`` cookie)."""
-    name = get_state().name
-    existing = request.cookies.get(device_cookie(name))
+    state = get_state()
+    existing = request.cookies.get(device_cookie(state.name, state.settings.cookies))
     if existing:
         return existing
     if "new_device_id" not in g:
@@ -481,7 +491,7 @@ def get_device_id() -> str:
 def set_silent_marker(response: Response) -> None:
     settings = get_settings()
     response.set_cookie(
-        silent_marker_cookie(get_state().name),
+        silent_marker_cookie(get_state().name, settings.cookies),
         "1",
         max_age=SILENT_MARKER_MAX_AGE,
         secure=settings.cookies.secure,
@@ -493,7 +503,7 @@ def set_silent_marker(response: Response) -> None:
 def clear_silent_marker(response: Response) -> None:
     settings = get_settings()
     response.delete_cookie(
-        silent_marker_cookie(get_state().name),
+        silent_marker_cookie(get_state().name, settings.cookies),
         secure=settings.cookies.secure,
         httponly=True,
         samesite=settings.cookies.samesite,
@@ -546,7 +556,8 @@ def wants_silent_sign_in() -> bool:
         return False
     if is_infrastructure_path(request.path) or request.path.startswith(NO_SILENT_PREFIXES):
         return False
-    if request.cookies.get(silent_marker_cookie(get_state().name)):
+    state = get_state()
+    if request.cookies.get(silent_marker_cookie(state.name, state.settings.cookies)):
         return False
     headers = request.headers
     # Fetch Metadata tells a top-level navigation from fetch/XHR, iframes and prefetches;
@@ -757,7 +768,8 @@ def install_oauth_client(app: Quart) -> None:
         issuer=settings.url_of("federation"),
     )
     app.extensions[OAUTH_EXTENSION_KEY] = oauth
-    app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME_SECONDS
+    # Quart refuses a session cookie signed longer ago than this: the idle lifetime.
+    app.config["PERMANENT_SESSION_LIFETIME"] = settings.sessions.idle_lifetime_seconds
 
     @app.before_serving
     async def open_http_client() -> None:
@@ -776,6 +788,10 @@ def install_oauth_client(app: Quart) -> None:
         if is_infrastructure_path(request.path):
             return None
         sign_in = AppSignIn.from_session(session.get(AUTH_SESSION_KEY))
+        if sign_in is not None and not sign_in.check_within_lifetime(
+            settings.sessions, time.time()
+        ):
+            sign_in = None  # too old: dropped below, then signed in again silently if it can
         if sign_in is not None:
             sso = get_service(SsoService)
             if await check_grant_active(get_state().redis, sso, sign_in.grant_id):
@@ -794,12 +810,13 @@ def install_oauth_client(app: Quart) -> None:
 
     @app.after_request
     async def set_device_cookie(response: Response) -> Response:
-        if is_infrastructure_path(request.path) or request.cookies.get(device_cookie(state.name)):
+        name = device_cookie(state.name, settings.cookies)
+        if is_infrastructure_path(request.path) or request.cookies.get(name):
             return response
         if is_machine_document(request.path, response):
             return response
         response.set_cookie(
-            device_cookie(state.name),
+            name,
             get_device_id(),
             max_age=DEVICE_COOKIE_MAX_AGE,
             secure=settings.cookies.secure,

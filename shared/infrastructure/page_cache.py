@@ -232,11 +232,11 @@ def is_anonymous_request() -> bool:
     """Whether this request may be served, and its page stored, as everyone's (see above)."""
     if request.method not in ("GET", "HEAD") or g.get("app_sign_in") is not None:
         return False
-    name = get_state().name
+    state = get_state()
     allowed = {
         current_app.config["SESSION_COOKIE_NAME"],
-        silent_marker_cookie(name),
-        device_cookie(name),
+        silent_marker_cookie(state.name, state.settings.cookies),
+        device_cookie(state.name, state.settings.cookies),
     }
     if any(cookie not in allowed for cookie in request.cookies):
         return False

@@ -64,8 +64,8 @@ class PageCacheFastPath:
         self.name = state.name
         self.settings = state.settings
         self.session_cookie: str = app.config["SESSION_COOKIE_NAME"]
-        self.marker_cookie = silent_marker_cookie(self.name)
-        self.device_cookie = device_cookie(self.name)
+        self.marker_cookie = silent_marker_cookie(self.name, self.settings.cookies)
+        self.device_cookie = device_cookie(self.name, self.settings.cookies)
         self.needs_device_cookie = self.name in CLIENT_APPS
         self.static_headers = encode_security_headers(self.settings)
 

@@ -8,10 +8,12 @@ service class themselves, so a domain can change its implementation in one place
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.config import Settings
 from shared.contracts.protocols import (
     AccountService,
     KeyValueService,
@@ -55,12 +57,14 @@ class ServiceRegistry:
         return list(self._factories)
 
 
-def build_registry() -> ServiceRegistry:
-    """The registry with every domain's default implementation."""
+def build_registry(settings: Settings | None = None) -> ServiceRegistry:
+    """The registry with every domain's default implementation (configured by ``settings``
+    where a service has settings; their defaults without)."""
     registry = ServiceRegistry()
     registry.register(UserService, SqlUserService)
     registry.register(KeyValueService, SqlKeyValueService)
-    registry.register(SsoService, SqlSsoService)
+    lifetimes = settings.sessions if settings is not None else None
+    registry.register(SsoService, partial(SqlSsoService, lifetimes=lifetimes))
     registry.register(AccountService, SqlAccountService)
     registry.register(NavigationService, SqlNavigationService)
     return registry

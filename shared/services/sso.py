@@ -4,17 +4,24 @@ Tokens are random (256 bits) and stored as SHA-256 hashes: a database leak gives
 working session. Signing a device out revokes its session, the grants made from it and their
 tokens in one transaction, and queues an outbox event ("sso.logout") that tells the apps
 (back-channel logout) and drops their cached grant status after commit.
+
+A session is live while unrevoked, used within the idle lifetime (``last_seen_at``, touched as
+the device uses federation or any app) and younger than the absolute lifetime
+(``created_at``); the lifetimes are settings (``Settings.sessions``). A session past either is
+refused here, on the server, whatever its cookie's Max-Age says, and so are the grants made
+from it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.config import SessionSettings
 from shared.contracts.dtos import GrantStatusDTO, SsoSessionDTO, StartedSession
 from shared.models.identity import OAuthClient, OAuthGrant, OAuthToken, SsoSession
 from shared.services.outbox import do_enqueue
@@ -31,9 +38,22 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def live_session_clause(lifetimes: SessionSettings, now: datetime) -> ColumnElement[bool]:
+    """SQL for "this SSO session is still live" at ``now``."""
+    return and_(
+        SsoSession.revoked_at.is_(None),
+        SsoSession.last_seen_at > now - timedelta(seconds=lifetimes.idle_lifetime_seconds),
+        SsoSession.created_at > now - timedelta(seconds=lifetimes.absolute_lifetime_seconds),
+    )
+
+
 class SqlSsoService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, lifetimes: SessionSettings | None = None) -> None:
         self.session = session
+        self.lifetimes = lifetimes or SessionSettings()
+
+    def _live(self) -> ColumnElement[bool]:
+        return live_session_clause(self.lifetimes, datetime.now(UTC))
 
     async def _to_dto(self, row: SsoSession) -> SsoSessionDTO:
         names = await self.session.scalars(
@@ -58,9 +78,13 @@ class SqlSsoService:
         self, user_id: int, *, user_agent: str = "", ip_address: str = ""
     ) -> StartedSession:
         token = new_token()
+        now = datetime.now(UTC)  # the app's clock, as auth_time is compared with it
         row = SsoSession(
             token_hash=hash_token(token),
             user_id=user_id,
+            auth_time=now,
+            created_at=now,
+            last_seen_at=now,
             user_agent=user_agent[:MAX_USER_AGENT],
             ip_address=ip_address[:64],
         )
@@ -71,16 +95,36 @@ class SqlSsoService:
 
     async def get_active_session(self, token: str) -> SsoSessionDTO | None:
         row = await self.session.scalar(
-            select(SsoSession).where(
-                SsoSession.token_hash == hash_token(token), SsoSession.revoked_at.is_(None)
-            )
+            select(SsoSession).where(SsoSession.token_hash == hash_token(token), self._live())
         )
         return await self._to_dto(row) if row is not None else None
+
+    async def do_touch_session(self, sso_session_id: int) -> None:
+        """Record that the device was used now (at most once a minute, to spare writes), which
+        keeps a live session from idling out; an expired one stays expired."""
+        await self.session.execute(
+            update(SsoSession)
+            .where(
+                SsoSession.id == sso_session_id,
+                self._live(),
+                SsoSession.last_seen_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 1),
+            )
+            .values(last_seen_at=func.now())
+        )
+
+    async def do_record_authentication(self, sso_session_id: int) -> None:
+        """The member proved who they are again on this device (a sign-in while signed in,
+        as ``prompt=login`` or ``max_age`` ask): the session's auth_time becomes now."""
+        await self.session.execute(
+            update(SsoSession)
+            .where(SsoSession.id == sso_session_id, SsoSession.revoked_at.is_(None))
+            .values(auth_time=datetime.now(UTC), last_seen_at=func.now())
+        )
 
     async def list_sessions(self, user_id: int) -> list[SsoSessionDTO]:
         rows = await self.session.scalars(
             select(SsoSession)
-            .where(SsoSession.user_id == user_id, SsoSession.revoked_at.is_(None))
+            .where(SsoSession.user_id == user_id, self._live())
             .order_by(SsoSession.last_seen_at.desc(), SsoSession.id.desc())
         )
         return [await self._to_dto(row) for row in rows]
@@ -143,17 +187,14 @@ class SqlSsoService:
             user_id=row.user_id,
             client_id=row.client_id,
             sso_session_id=row.sso_session_id,
-            active=row.revoked_at is None,
+            active=row.revoked_at is None and await self._check_device_live(row.sso_session_id),
         )
 
-
-async def do_touch_session(session: AsyncSession, sso_session_id: int) -> None:
-    """Record that the device was seen now (at most once a minute, to spare writes)."""
-    await session.execute(
-        update(SsoSession)
-        .where(
-            SsoSession.id == sso_session_id,
-            SsoSession.last_seen_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 1),
+    async def _check_device_live(self, sso_session_id: int | None) -> bool:
+        """A grant made from an SSO session stands only while that session is live."""
+        if sso_session_id is None:
+            return True
+        found = await self.session.scalar(
+            select(SsoSession.id).where(SsoSession.id == sso_session_id, self._live())
         )
-        .values(last_seen_at=func.now())
-    )
+        return found is not None

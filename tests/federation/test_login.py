@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -22,12 +22,12 @@ from federation.bp.login import (
     safe_next,
 )
 from federation.services.member_session import SSO_COOKIE
-from shared.config import Settings
+from shared.config import CookieSettings, SessionSettings, Settings
 from shared.models.identity import MagicLink, SsoSession
 from shared.models.outbox import OutboxEvent
 from shared.models.users import User
 from shared.services.accounts import MAIL_EVENT, SqlAccountService
-from shared.services.sso import hash_token
+from shared.services.sso import SqlSsoService, hash_token
 from shared.services.users import SqlUserService
 from tests.conftest import ClientMaker
 
@@ -368,3 +368,118 @@ async def test_opening_the_link_does_not_use_it(client: QuartClient, session: As
     response = await follow_magic_link(client, token)
     assert response.status_code == 303
     assert f"{SSO_COOKIE}=" in response.headers["Set-Cookie"]
+
+
+# Sessions end on the server: idle and absolute lifetimes (Settings.sessions).
+
+
+async def signed_in_device(client: QuartClient, session: AsyncSession) -> int:
+    """A member signed in on this client's device; the SSO session's id."""
+    member = await SqlUserService(session).create_user("ann@example.org", display_name="Ann")
+    started = await SqlSsoService(session).do_start_session(member.id, user_agent="test")
+    await session.commit()
+    client.set_cookie("localhost", SSO_COOKIE, started.token)
+    return started.session.id
+
+
+async def shows_signed_in(client: QuartClient) -> bool:
+    return "You are signed in as" in await (await client.get("/login")).get_data(as_text=True)
+
+
+async def age_session(session: AsyncSession, sso_session_id: int, **ages: timedelta) -> None:
+    now = datetime.now(UTC)
+    await session.execute(
+        update(SsoSession)
+        .where(SsoSession.id == sso_session_id)
+        .values({column: now - age for column, age in ages.items()})
+    )
+    await session.commit()
+
+
+@pytest.mark.parametrize(
+    "ages",
+    [
+        {"last_seen_at": timedelta(days=30, minutes=1)},  # idle for longer than 30 days
+        {"created_at": timedelta(days=90, minutes=1)},  # in use, but started over 90 days ago
+    ],
+)
+async def test_an_sso_session_past_its_lifetime_is_refused_on_the_server(
+    client: QuartClient, session: AsyncSession, ages: dict[str, timedelta]
+) -> None:
+    sso_session_id = await signed_in_device(client, session)
+    assert await shows_signed_in(client)
+    await age_session(session, sso_session_id, **ages)
+    assert not await shows_signed_in(client)  # the cookie is still sent; the server says no
+
+
+async def test_using_the_sso_session_keeps_it_from_idling_out(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    sso_session_id = await signed_in_device(client, session)
+    await age_session(session, sso_session_id, last_seen_at=timedelta(days=29))
+    assert await shows_signed_in(client)
+    row = await session.get(SsoSession, sso_session_id)
+    assert row is not None
+    await session.refresh(row)
+    assert row.last_seen_at > datetime.now(UTC) - timedelta(days=1)
+
+
+async def test_session_lifetimes_are_configurable(
+    make_client: ClientMaker, session: AsyncSession, settings: Settings
+) -> None:
+    short = settings.model_copy(
+        update={
+            "sessions": SessionSettings(idle_lifetime_seconds=3600, absolute_lifetime_seconds=7200)
+        }
+    )
+    client = await make_client(lambda _: create_app(short))
+    sso_session_id = await signed_in_device(client, session)
+    await age_session(session, sso_session_id, last_seen_at=timedelta(minutes=59))
+    assert await shows_signed_in(client)
+    await age_session(session, sso_session_id, last_seen_at=timedelta(minutes=61))
+    assert not await shows_signed_in(client)
+
+
+def test_the_idle_lifetime_cannot_exceed_the_absolute_one() -> None:
+    with pytest.raises(ValueError, match="IDLE_LIFETIME_SECONDS"):
+        SessionSettings(idle_lifetime_seconds=7200, absolute_lifetime_seconds=3600)
+
+
+# __Host- cookies: host-only, Secure, Path=/, so no sibling subdomain can plant or replace them.
+
+
+async def test_secure_cookies_are_host_prefixed(
+    make_client: ClientMaker, session: AsyncSession, settings: Settings
+) -> None:
+    secure = settings.model_copy(update={"cookies": CookieSettings(secure=True, samesite="Lax")})
+    client = await make_client(lambda _: create_app(secure))
+    await set_up_password(session, "ann@example.org", "correct horse battery")
+    page = await client.get("/login")
+    [session_cookie] = [c for c in page.headers.getlist("Set-Cookie") if "_session=" in c]
+    assert session_cookie.startswith("__Host-federation_session=")
+    status, _, headers = await password_login(client, "ann@example.org", "correct horse battery")
+    assert status == 303
+    [sso] = [c for c in headers.getlist("Set-Cookie") if "federation_sso=" in c]
+    assert sso.startswith(f"__Host-{SSO_COOKIE}=")
+    assert "Secure" in sso
+    assert "Path=/" in sso
+    assert "Domain" not in sso
+    assert "HttpOnly" in sso
+    assert await shows_signed_in(client)  # read back under the name in force
+    # The plain name is not read under secure settings (that browser just signs in again).
+    token = sso.split("=", 1)[1].split(";", 1)[0]
+    client.cookie_jar.clear()  # type: ignore[attr-defined]
+    client.set_cookie("localhost", SSO_COOKIE, token)
+    assert not await shows_signed_in(client)
+    client.set_cookie("localhost", f"__Host-{SSO_COOKIE}", token)
+    assert await shows_signed_in(client)
+
+
+async def test_plain_cookie_names_over_http_in_development(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await set_up_password(session, "ann@example.org", "correct horse battery")
+    _, _, headers = await password_login(client, "ann@example.org", "correct horse battery")
+    [sso] = [c for c in headers.getlist("Set-Cookie") if "federation_sso=" in c]
+    assert sso.startswith(f"{SSO_COOKIE}=")  # browsers refuse __Host- without Secure
+    assert "Secure" not in sso

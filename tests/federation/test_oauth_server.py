@@ -23,7 +23,8 @@ from federation.app import create_app
 from federation.bp import oauth as oauth_views
 from federation.services.member_session import SSO_COOKIE
 from shared.config import Settings
-from shared.models.identity import OAuthAuthorizationCode, OAuthClient, OAuthGrant
+from shared.models.identity import OAuthAuthorizationCode, OAuthClient, OAuthGrant, SsoSession
+from shared.services.accounts import SqlAccountService
 from shared.services.oauth_clients import first_party_client_secret, hash_secret
 from shared.services.sso import SqlSsoService
 from shared.services.users import SqlUserService
@@ -639,3 +640,129 @@ async def test_consent_form_without_csrf_token_is_refused(flow: Flow) -> None:
     data = {key: values[0] for key, values in fields.items()}
     response = await flow.client.post("/oauth/authorize", form={**data, "decision": "allow"})
     assert response.status_code == 403
+
+
+# prompt=login and max_age (OIDC Core 3.1.2.1): a sign-in recent enough, else a fresh one.
+
+PASSWORD = "correct horse battery staple"
+
+
+async def id_token_claims(flow: Flow, location: str, verifier: str) -> dict[str, Any]:
+    code = redirect_params(location)["code"]
+    body = await (await exchange(flow, code, verifier)).get_json()
+    jwks = KeySet.import_key_set(await (await flow.client.get("/oauth/jwks")).get_json())
+    return dict(jwt.decode(body["id_token"], jwks, algorithms=["RS256"]).claims)
+
+
+async def sign_in_again(flow: Flow, session: AsyncSession, next_url: str) -> str:
+    """The member signs in again with their password on the login page; where it goes next."""
+    await SqlAccountService(session).do_set_password(flow.user_id, PASSWORD)
+    await session.commit()
+    page = await (await flow.client.get("/login")).get_data(as_text=True)
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    form = {"email": "ada@example.org", "password": PASSWORD, "next": next_url}
+    done = await flow.client.post("/login/password", form={**form, "csrf_token": token})
+    assert done.status_code == 303, await done.get_data(as_text=True)
+    return str(done.headers["Location"])
+
+
+async def set_auth_time(session: AsyncSession, flow: Flow, age: timedelta) -> datetime:
+    auth_time = datetime.now(UTC) - age
+    await session.execute(
+        update(SsoSession).where(SsoSession.id == flow.sso_session_id).values(auth_time=auth_time)
+    )
+    await session.commit()
+    return auth_time
+
+
+async def test_prompt_login_makes_a_signed_in_member_sign_in_again(
+    flow: Flow, session: AsyncSession
+) -> None:
+    old = await set_auth_time(session, flow, timedelta(hours=1))
+    verifier, challenge = pkce()
+    query = authorize_query(challenge, prompt="login")
+    response = await flow.client.get(query)
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.startswith("/login?next=")  # not a code, though the session is live
+    next_url = redirect_params(location)["next"]
+    assert next_url == query  # back to this very request afterwards
+    # Coming back without signing in ("Continue as Ada") is sent to sign in again.
+    again = await flow.client.get(next_url)
+    assert again.headers["Location"].startswith("/login?next=")
+    assert await sign_in_again(flow, session, next_url) == next_url
+    issued = await flow.client.get(next_url)
+    assert issued.headers["Location"].startswith(BLOG_CALLBACK + "?")
+    claims = await id_token_claims(flow, issued.headers["Location"], verifier)
+    assert claims["auth_time"] > old.timestamp() + 60  # the new sign-in, on the same device
+    assert claims["sid"] == str(flow.sso_session_id)
+    # That sign-in satisfied that request; a new prompt=login asks again.
+    fresh = await flow.client.get(authorize_query(pkce()[1], prompt="login"))
+    assert fresh.headers["Location"].startswith("/login?next=")
+
+
+async def test_max_age_asks_for_a_sign_in_newer_than_it(flow: Flow, session: AsyncSession) -> None:
+    old = await set_auth_time(session, flow, timedelta(hours=2))
+    verifier, challenge = pkce()
+    recent_enough = await flow.client.get(authorize_query(challenge, max_age="86400"))
+    claims = await id_token_claims(flow, recent_enough.headers["Location"], verifier)
+    assert claims["auth_time"] == int(old.timestamp())  # auth_time, as max_age was asked
+
+    verifier, challenge = pkce()
+    query = authorize_query(challenge, max_age="3600")
+    too_old = await flow.client.get(query)
+    assert too_old.headers["Location"].startswith("/login?next=")
+    next_url = redirect_params(too_old.headers["Location"])["next"]
+    assert await sign_in_again(flow, session, next_url) == next_url
+    issued = await flow.client.get(next_url)
+    claims = await id_token_claims(flow, issued.headers["Location"], verifier)
+    assert claims["auth_time"] >= int(datetime.now(UTC).timestamp()) - 60
+
+
+async def test_max_age_zero_after_signing_in_does_not_loop(
+    flow: Flow, session: AsyncSession
+) -> None:
+    await set_auth_time(session, flow, timedelta(seconds=5))
+    verifier, challenge = pkce()
+    response = await flow.client.get(authorize_query(challenge, max_age="0"))
+    next_url = redirect_params(response.headers["Location"])["next"]
+    await sign_in_again(flow, session, next_url)
+    issued = await flow.client.get(next_url)
+    assert issued.headers["Location"].startswith(BLOG_CALLBACK + "?")
+    assert "auth_time" in await id_token_claims(flow, issued.headers["Location"], verifier)
+
+
+async def test_prompt_none_with_a_sign_in_older_than_max_age_answers_login_required(
+    flow: Flow, session: AsyncSession
+) -> None:
+    await set_auth_time(session, flow, timedelta(hours=2))
+    response = await flow.client.get(authorize_query(pkce()[1], prompt="none", max_age="60"))
+    assert response.headers["Location"].startswith(BLOG_CALLBACK + "?")
+    params = redirect_params(response.headers["Location"])
+    assert params["error"] == "login_required"
+    assert params["state"] == "state-123"
+
+
+@pytest.mark.parametrize("max_age", ["-1", "soon", "1.5", "9" * 40])
+async def test_max_age_that_is_not_whole_seconds_is_invalid(flow: Flow, max_age: str) -> None:
+    response = await flow.client.get(authorize_query(pkce()[1], max_age=max_age))
+    assert response.status_code == 302
+    assert redirect_params(response.headers["Location"])["error"] == "invalid_request"
+
+
+async def test_prompt_login_then_consent_issues_a_code(flow: Flow, session: AsyncSession) -> None:
+    await set_auth_time(session, flow, timedelta(hours=1))
+    query = third_party_query(pkce()[1], prompt="login")
+    response = await flow.client.get(query)
+    next_url = redirect_params(response.headers["Location"])["next"]
+    await sign_in_again(flow, session, next_url)
+    form_page = await flow.client.get(next_url)
+    assert form_page.status_code == 200  # the consent screen, not the login page again
+    page = await form_page.get_data(as_text=True)
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    fields = {key: values[0] for key, values in parse_qs(urlsplit(next_url).query).items()}
+    allowed = await flow.client.post(
+        "/oauth/authorize", form={**fields, "csrf_token": token, "decision": "allow"}
+    )
+    assert allowed.headers["Location"].startswith(THIRD_PARTY_CALLBACK + "?")
+    assert "code" in redirect_params(allowed.headers["Location"])

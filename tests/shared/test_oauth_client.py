@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from itsdangerous import TimestampSigner
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from quart import Quart
@@ -31,7 +33,7 @@ from blog.app import create_app as create_blog_app
 from federation.app import create_app as create_federation_app
 from federation.services.member_session import SSO_COOKIE
 from market.app import create_app as create_market_app
-from shared.config import CookieSettings, Settings
+from shared.config import CookieSettings, SessionSettings, Settings
 from shared.infrastructure.backchannel import build_logout_handler
 from shared.infrastructure.context import get_state
 from shared.infrastructure.grant_cache import grant_cache_key
@@ -199,8 +201,19 @@ async def test_cookies_are_secure_outside_development(
     secure = settings.model_copy(update={"cookies": CookieSettings(secure=True, samesite="Lax")})
     client = await make_client(lambda _: with_federation(create_blog_app, fake)(secure))
     login = await client.get("/auth/login")
-    assert "Secure" in cookie_header(login, "blog_session")
-    assert "Secure" in cookie_header(login, "blog_device")
+    # Host-only, Secure, Path=/: named __Host- so no sibling subdomain can plant or replace them.
+    for name in ("blog_session", "blog_device"):
+        cookie = cookie_header(login, f"__Host-{name}")
+        assert "Secure" in cookie
+        assert "Path=/" in cookie
+        assert "Domain" not in cookie
+    silent = await client.get("/", headers=NAVIGATE)
+    assert silent.status_code == 302
+    assert "Secure" in cookie_header(silent, "__Host-blog_sso_checked")
+    # Read back under the name in force: no second device cookie, no second silent trip.
+    again = await client.get("/", headers=NAVIGATE)
+    assert again.status_code == 200
+    assert not [c for c in again.headers.getlist("Set-Cookie") if "blog_device=" in c]
 
 
 async def test_callback_refuses_a_state_this_browser_did_not_start(
@@ -477,6 +490,101 @@ async def test_revocation_is_observed_once_the_cache_is_purged(
     await session.commit()
     await redis.delete(key)
     assert await signed_in_as(blog) is None
+
+
+# --- lifetimes: an app's sign-in cannot outlive the device's SSO session -----------------------
+
+
+async def set_device_last_seen(session: AsyncSession, member: Member, ago: timedelta) -> None:
+    await session.execute(
+        update(SsoSession)
+        .where(SsoSession.id == member.sid)
+        .values(last_seen_at=datetime.now(UTC) - ago)
+    )
+    await session.commit()
+
+
+async def test_app_sign_in_ends_when_its_sso_session_is_past_its_lifetime(
+    blog: QuartClient,
+    fake: FakeFederation,
+    member: Member,
+    session: AsyncSession,
+    redis: aioredis.Redis,
+) -> None:
+    grant_id = await add_grant(session, member, "blog")
+    await sign_in(blog, fake, member, grant_id)
+    assert await signed_in_as(blog) == "Ada Hartley"
+    # The device was not used for over 30 days (the idle lifetime) at federation or any app.
+    await set_device_last_seen(session, member, timedelta(days=30, minutes=1))
+    await redis.delete(grant_cache_key(grant_id))  # past the cache window
+    assert await signed_in_as(blog) is None
+
+
+async def test_app_use_keeps_the_sso_session_from_idling_out(
+    blog: QuartClient,
+    fake: FakeFederation,
+    member: Member,
+    session: AsyncSession,
+    redis: aioredis.Redis,
+) -> None:
+    grant_id = await add_grant(session, member, "blog")
+    await sign_in(blog, fake, member, grant_id)
+    await set_device_last_seen(session, member, timedelta(days=29))
+    await redis.delete(grant_cache_key(grant_id))
+    assert await signed_in_as(blog) == "Ada Hartley"
+    last_seen = await session.scalar(
+        select(SsoSession.last_seen_at).where(SsoSession.id == member.sid)
+    )
+    assert last_seen is not None
+    assert last_seen > datetime.now(UTC) - timedelta(days=1)
+
+
+async def test_app_sign_in_older_than_the_absolute_lifetime_is_dropped(
+    blog: QuartClient, fake: FakeFederation, member: Member, session: AsyncSession
+) -> None:
+    grant_id = await add_grant(session, member, "blog")
+    await sign_in(blog, fake, member, grant_id)
+    async with blog.session_transaction() as quart_session:
+        quart_session["auth"] = {
+            **quart_session["auth"],
+            "at": int(time.time()) - 90 * 24 * 3600 - 60,
+        }
+    assert await signed_in_as(blog) is None
+    async with blog.session_transaction() as quart_session:
+        assert "auth" not in quart_session
+
+
+async def test_app_session_cookie_idle_past_the_idle_lifetime_is_refused(
+    make_client: ClientMaker,
+    fake: FakeFederation,
+    member: Member,
+    session: AsyncSession,
+    settings: Settings,
+) -> None:
+    lifetimes = SessionSettings(idle_lifetime_seconds=3600, absolute_lifetime_seconds=7200)
+    short = settings.model_copy(update={"sessions": lifetimes})
+    blog = await make_client(lambda _: with_federation(create_blog_app, fake)(short))
+    grant_id = await add_grant(session, member, "blog")
+    await sign_in(blog, fake, member, grant_id)
+    async with blog.session_transaction() as quart_session:
+        data = dict(quart_session)
+
+    def cookie_signed(seconds_ago: int) -> str:
+        """The same session cookie, as the app would have signed it ``seconds_ago``."""
+
+        class PastSigner(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(time.time()) - seconds_ago
+
+        app = blog.app  # type: ignore[attr-defined]
+        serializer = app.session_interface.get_signing_serializer(app)
+        serializer.signer = PastSigner
+        return str(serializer.dumps(data))
+
+    for seconds_ago, expected in [(3500, "Ada Hartley"), (3700, None)]:
+        blog.cookie_jar.clear()  # type: ignore[attr-defined]
+        blog.set_cookie("localhost", "blog_session", cookie_signed(seconds_ago))
+        assert await signed_in_as(blog) == expected
 
 
 def unused_port() -> int:
