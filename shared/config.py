@@ -236,7 +236,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     db_pool_size: int = Field(default=5, ge=1, le=100)
-    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    # How long a request may wait for PostgreSQL, step by step (shared.db): a new connection,
+    # a free connection of the pool, a statement (enforced by the server, and by the client
+    # half a second later in case the server cannot answer at all). With PostgreSQL hung, a
+    # page that needs it answers 503 within about their sum instead of hanging.
+    db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_pool_timeout_seconds: float = Field(default=1.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=2_000, gt=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     smtp: SmtpSettings | None = None
     # Each app's OAuth client secret. Production gives them as Swarm secrets (the entrypoint

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from federation.app import create_app as create_federation_app
-from shared.config import Settings, load_settings
+from shared.config import PageCacheSettings, Settings, load_settings
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from shared.migrations import do_upgrade
 from tests.conftest import TEST_SECRET_KEY, serving
@@ -99,3 +99,40 @@ async def test_the_first_request_after_a_postgresql_restart_succeeds(
         after = await client.get("/")
         assert after.status_code == 200
         assert "Members (0)" in await after.get_data(as_text=True)
+
+
+# Within this a page must answer while PostgreSQL hangs: the settings below sum to ~2.5 s.
+HUNG_DATABASE_BOUND_SECONDS = 15.0
+
+
+async def test_a_page_answers_503_while_postgresql_hangs_and_200_once_it_answers(
+    resilience_settings: Settings, scratch_postgres: EmbeddedPostgres
+) -> None:
+    settings = resilience_settings.model_copy(
+        update={
+            "db_connect_timeout_seconds": 1.0,
+            "db_pool_timeout_seconds": 0.5,
+            "db_statement_timeout_ms": 500,
+            "page_cache": PageCacheSettings(enabled=False),  # every request needs PostgreSQL
+        }
+    )
+    async with serving(create_federation_app(settings)) as client:
+        warm = await asyncio.gather(*(client.get("/") for _ in range(3)))
+        assert [response.status_code for response in warm] == [200, 200, 200]
+
+        await asyncio.to_thread(scratch_postgres.freeze)
+        try:
+            pages = await asyncio.wait_for(
+                asyncio.gather(*(client.get("/") for _ in range(4))),
+                HUNG_DATABASE_BOUND_SECONDS,
+            )
+        finally:
+            await asyncio.to_thread(scratch_postgres.thaw)
+        for page in pages:
+            assert page.status_code == 503
+            assert page.headers["Retry-After"].isdigit()
+            assert "Service unavailable" in await page.get_data(as_text=True)
+
+        back = await asyncio.wait_for(client.get("/"), HUNG_DATABASE_BOUND_SECONDS)
+        assert back.status_code == 200
+        assert "Members (0)" in await back.get_data(as_text=True)
