@@ -54,6 +54,7 @@ from shared.infrastructure.context import get_settings, get_state
 from shared.infrastructure.fragment_cache import purged_key as fragment_purged_key
 from shared.infrastructure.fragment_fetch import FragmentResult, FragmentSpec
 from shared.infrastructure.oauth import PENDING_STATES_KEY, device_cookie, silent_marker_cookie
+from shared.infrastructure.redis_client import RedisUnavailableError, record_redis_failure
 
 logger = logging.getLogger("rose_ash.page_cache")
 
@@ -210,7 +211,7 @@ async def read_page_safely(key: str) -> CachedPage | None:
     try:
         return await asyncio.wait_for(read_page(redis, key), REDIS_TIMEOUT_SECONDS)
     except (RedisError, OSError, TimeoutError) as exc:
-        logger.warning("page cache unavailable, rendering %s: %s", request.path, exc)
+        note_cache_failure(redis, exc, "page cache unavailable, rendering %s: %r")
         return None
 
 
@@ -221,7 +222,18 @@ async def write_page_safely(key: str, page: CachedPage) -> None:
     try:
         await asyncio.wait_for(write_page(redis, key, page), REDIS_TIMEOUT_SECONDS)
     except (RedisError, OSError, TimeoutError) as exc:
-        logger.warning("page %s not cached: %s", request.path, exc)
+        note_cache_failure(redis, exc, "page %s not cached: %r")
+
+
+def note_cache_failure(redis: Redis, error: BaseException, message: str) -> None:
+    """Log a failed cache call; a timeout of ours makes Redis be left alone for a moment
+    (shared.infrastructure.redis_client). While it is, say so once per request at most."""
+    if isinstance(error, TimeoutError):
+        record_redis_failure(redis)
+    if isinstance(error, RedisUnavailableError):
+        logger.debug(message, request.path, error)
+    else:
+        logger.warning(message, request.path, error)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from shared.infrastructure.page_cache import (
     page_cache_key,
     read_page,
 )
+from shared.infrastructure.redis_client import record_redis_failure
 
 logger = logging.getLogger("rose_ash.page_cache")
 
@@ -90,7 +91,9 @@ class PageCacheFastPath:
         try:
             return await asyncio.wait_for(read_page(redis, key), REDIS_TIMEOUT_SECONDS)
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.debug("fast path skipped for %s: %s", scope["path"], exc)
+            if isinstance(exc, TimeoutError):
+                record_redis_failure(redis)  # the pages after this one leave Redis alone
+            logger.debug("fast path skipped for %s: %r", scope["path"], exc)
             return None
 
     def is_anonymous(self, headers: dict[bytes, bytes]) -> bool:

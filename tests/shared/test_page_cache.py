@@ -569,8 +569,8 @@ async def test_a_cached_page_is_served_without_postgresql(
         assert cached.status_code == 200
         assert cached.headers[CACHE_HEADER] == "hit"
         assert await body(cached) == "from postgres"
-        # the database really is gone: a page that has to be rendered fails
-        assert (await probe.get("/value?fresh=1")).status_code == 500
+        # the database really is gone: a page that has to be rendered is unavailable
+        assert (await probe.get("/value?fresh=1")).status_code == 503
         assert renders == ["value", "value"]
     finally:
         await dispose()
@@ -591,7 +591,7 @@ async def test_a_real_home_page_is_served_without_postgresql(
         assert again.status_code == 200
         assert again.headers[CACHE_HEADER] == "hit"
         assert await body(again) == await body(first)
-        assert (await new_client(client).get("/?page=2", headers=HTML)).status_code == 500
+        assert (await new_client(client).get("/?page=2", headers=HTML)).status_code == 503
     finally:
         await dispose()
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis.asyncio.connection import AbstractConnection
 
 from federation.app import create_app as create_federation_app
 from shared.config import PageCacheSettings, Settings, load_settings
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from shared.migrations import do_upgrade
 from tests.conftest import TEST_SECRET_KEY, serving
+from tests.shared.test_page_cache import with_layout
 
 RESILIENCE_DATABASE = "rose_ash_resilience"
 
@@ -136,3 +139,50 @@ async def test_a_page_answers_503_while_postgresql_hangs_and_200_once_it_answers
         back = await asyncio.wait_for(client.get("/"), HUNG_DATABASE_BOUND_SECONDS)
         assert back.status_code == 200
         assert "Members (0)" in await back.get_data(as_text=True)
+
+
+@pytest.fixture
+def redis_sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every command written to any Redis connection of this process (counted, then sent)."""
+    sent: list[bytes] = []
+    send = AbstractConnection.send_packed_command
+
+    async def counting_send(
+        self: AbstractConnection, command: Any, check_health: bool = True
+    ) -> None:
+        sent.append(command if isinstance(command, bytes) else b"".join(command))
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
+    return sent
+
+
+async def test_pages_leave_a_hung_redis_alone_for_a_moment_then_probe_and_use_it_again(
+    resilience_settings: Settings, own_redis: EmbeddedRedis, redis_sends: list[bytes]
+) -> None:
+    memo_seconds = 3.0
+    settings = resilience_settings.model_copy(update={"redis_failure_memo_seconds": memo_seconds})
+    async with serving(with_layout(create_federation_app)(settings)) as client:
+        assert (await client.get("/")).headers["X-Page-Cache"] == "miss"
+        assert (await client.get("/")).headers["X-Page-Cache"] == "hit"
+
+        await asyncio.to_thread(own_redis.freeze)
+        try:
+            first = await client.get("/")  # waits out the cache's timeout once
+            assert first.status_code == 200
+            redis_sends.clear()
+            while_away = [await client.get("/") for _ in range(5)]
+            assert [page.status_code for page in while_away] == [200] * 5
+            assert "Members (0)" in await while_away[-1].get_data(as_text=True)
+            assert redis_sends == []  # rendered without trying Redis at all
+        finally:
+            await asyncio.to_thread(own_redis.thaw)
+
+        await asyncio.sleep(memo_seconds)
+        outcomes = []
+        for _ in range(20):  # the first request probes; the cache serves again
+            outcomes.append((await client.get("/")).headers["X-Page-Cache"])
+            if outcomes[-1] == "hit":
+                break
+        assert outcomes[-1] == "hit", outcomes
+        assert redis_sends

@@ -63,7 +63,7 @@ from shared.infrastructure.activitypub.signatures import (
     signature_key_id,
     verify_request,
 )
-from shared.infrastructure.context import get_redis, get_session, get_state
+from shared.infrastructure.context import get_session, get_state, get_state_redis
 from shared.infrastructure.rate_limit import RateDecision, RateLimit, RateLimiter
 from shared.infrastructure.security import csrf_exempt
 from shared.models.ap_actors import ApRemoteActor
@@ -287,7 +287,7 @@ async def check_rate(settings: Settings, key_id: str) -> None:
     decision = request.scope.get(RATE_DECISION_SCOPE_KEY)
     if not isinstance(decision, RateDecision):  # not already counted in front of Quart
         rule = RateLimit("ap-inbox", settings.activitypub.inbox_rate_limit_per_minute, 60)
-        decision = await RateLimiter(get_redis()).hit(rule, host_of(key_id))
+        decision = await RateLimiter(get_state_redis()).hit(rule, host_of(key_id))
     if not decision.allowed:
         raise RefusedPostError(429, "rate limited", {"Retry-After": str(decision.retry_after)})
 
