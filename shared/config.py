@@ -168,6 +168,10 @@ class PageCacheSettings(BaseModel):
 
     enabled: bool = True
     default_ttl_seconds: int = Field(default=30, ge=0, le=3600)
+    # The query parameters a cached page may vary by (each value, its own entry). A request
+    # with any other parameter is rendered and not stored, so that `?r=<random>` cannot fill
+    # the cache. None of the cached pages reads one yet.
+    query_parameters: tuple[str, ...] = ()
     ttls_seconds: dict[str, Annotated[int, Field(ge=0, le=3600)]] = Field(default_factory=dict)
 
     def ttl_for(self, app_name: str, endpoint: str, declared: int | None = None) -> int:
