@@ -10,16 +10,26 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
+import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from blog.app import create_app as create_blog_app
 from federation.app import create_app as create_federation_app
 from shared.config import PageCacheSettings, Settings, load_settings
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.infrastructure.context import get_state_redis
+from shared.infrastructure.oauth import PENDING_KEY_PREFIX
+from shared.infrastructure.page_cache import KEY_PREFIX as PAGE_KEY_PREFIX
+from shared.infrastructure.rate_limit import KEY_PREFIX as RATE_KEY_PREFIX
+from shared.infrastructure.rate_limit import RateLimit, RateLimiter
 from shared.migrations import do_upgrade
 from tests.conftest import TEST_SECRET_KEY, serving
 from tests.shared.test_page_cache import with_layout
+from tests.sso_support import FakeFederation, with_federation
 
 RESILIENCE_DATABASE = "rose_ash_resilience"
 
@@ -186,3 +196,52 @@ async def test_pages_leave_a_hung_redis_alone_for_a_moment_then_probe_and_use_it
                 break
         assert outcomes[-1] == "hit", outcomes
         assert redis_sends
+
+
+def next_database(url: str) -> str:
+    """The URL of the Redis database after ``url``'s on the same server (db 7 -> db 8)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if "db" in query:
+        query["db"] = str(int(query["db"]) + 1)
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) + 1}"))
+
+
+@pytest.fixture
+async def state_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(next_database(redis_url))
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+async def keys(redis: aioredis.Redis, prefix: str) -> list[bytes]:
+    return [key async for key in redis.scan_iter(match=prefix + "*")]
+
+
+async def test_what_must_not_be_evicted_lives_apart_from_the_cache(
+    settings: Settings,
+    connection: AsyncConnection,
+    redis: aioredis.Redis,
+    state_redis: aioredis.Redis,
+    fake: FakeFederation,
+) -> None:
+    """Pages fill the cache (evictable); pending sign-ins and rate-limit counters go to the
+    state store (REDIS_STATE_URL, never evicted), where cache pressure cannot drop them."""
+    state_url = next_database(settings.redis_url)
+    split = settings.model_copy(update={"redis_state_url": state_url})
+    app = with_federation(with_layout(create_blog_app), fake)(split)
+    async with serving(app, connection) as client:
+        assert (await client.get("/")).headers["X-Page-Cache"] == "miss"
+        assert (await client.get("/auth/login")).status_code == 302
+        async with app.app_context():
+            await RateLimiter(get_state_redis()).hit(RateLimit("probe", 5, 60), "someone")
+
+    assert len(await keys(redis, PAGE_KEY_PREFIX)) == 1
+    assert await keys(state_redis, PAGE_KEY_PREFIX) == []
+    assert len(await keys(state_redis, PENDING_KEY_PREFIX)) == 1
+    assert await keys(redis, PENDING_KEY_PREFIX) == []
+    assert len(await keys(state_redis, RATE_KEY_PREFIX)) == 1
+    assert await keys(redis, RATE_KEY_PREFIX) == []
