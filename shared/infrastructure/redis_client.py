@@ -76,6 +76,8 @@ class FailureMemo:
         return True
 
     def record_failure(self) -> None:
+        if self.seconds <= 0:
+            return  # the memo is switched off: every command tries the server
         self.failed = True
         self.prober = None
         self.failing_until = time.monotonic() + self.seconds
