@@ -203,6 +203,10 @@ class PageCacheSettings(BaseModel):
 
     enabled: bool = True
     default_ttl_seconds: int = Field(default=30, ge=0, le=3600)
+    # The query parameters a cached page may vary by (each value, its own entry). A request
+    # with any other parameter is rendered and not stored, so that `?r=<random>` cannot fill
+    # the cache. None of the cached pages reads one yet.
+    query_parameters: tuple[str, ...] = ()
     ttls_seconds: dict[str, Annotated[int, Field(ge=0, le=3600)]] = Field(default_factory=dict)
 
     def ttl_for(self, app_name: str, endpoint: str, declared: int | None = None) -> int:
@@ -283,9 +287,20 @@ class Settings(BaseSettings):
     database_url: str = Field(
         validation_alias=AliasChoices("database_url", "DATABASE_URL", "ROSE_ASH_DATABASE_URL")
     )
+    # The cache (pages, fragments: evictable) and the state (rate limits, pending sign-ins,
+    # grant cache, heartbeats: never evicted); the state lives in the cache's server unless
+    # REDIS_STATE_URL names another (shared.infrastructure.redis_client says why).
     redis_url: str = Field(
         validation_alias=AliasChoices("redis_url", "REDIS_URL", "ROSE_ASH_REDIS_URL")
     )
+    redis_state_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "redis_state_url", "REDIS_STATE_URL", "ROSE_ASH_REDIS_STATE_URL"
+        ),
+    )
+    # After a Redis failure, commands fail at once (no attempt) for this long, then one probes.
+    redis_failure_memo_seconds: float = Field(default=2.0, ge=0)
     secret_key: SecretStr = Field(
         validation_alias=AliasChoices("secret_key", "SECRET_KEY", "ROSE_ASH_SECRET_KEY"),
     )
@@ -297,7 +312,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     db_pool_size: int = Field(default=5, ge=1, le=100)
-    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    # How long a request may wait for PostgreSQL, step by step (shared.db): a new connection,
+    # a free connection of the pool, a statement (enforced by the server, and by the client
+    # half a second later in case the server cannot answer at all). With PostgreSQL hung, a
+    # page that needs it answers 503 within about their sum instead of hanging.
+    db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_pool_timeout_seconds: float = Field(default=1.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=2_000, gt=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     smtp: SmtpSettings | None = None
     # Each app's OAuth client secret. Production gives them as Swarm secrets (the entrypoint
@@ -356,10 +377,10 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
         return value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "redis_state_url")
     @classmethod
-    def check_redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
+    def check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
@@ -407,6 +428,11 @@ class Settings(BaseSettings):
     def sync_database_url(self) -> str:
         """The database URL for tools that speak libpq themselves (pg_dump, psql)."""
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    @property
+    def state_redis_url(self) -> str:
+        """Where rate limits, pending sign-ins and the grant cache live (never evicted)."""
+        return self.redis_state_url or self.redis_url
 
     def url_of(self, app_name: str) -> str:
         return self.apps.url_of(app_name)
@@ -469,6 +495,8 @@ def env_var_name(loc: tuple[int | str, ...]) -> str:
         return "DATABASE_URL"
     if top in ("redis_url", "REDIS_URL", "ROSE_ASH_REDIS_URL"):
         return "REDIS_URL"
+    if top in ("redis_state_url", "REDIS_STATE_URL", "ROSE_ASH_REDIS_STATE_URL"):
+        return "REDIS_STATE_URL"
     if top in ("secret_key", "SECRET_KEY", "ROSE_ASH_SECRET_KEY"):
         return "SECRET_KEY"
     if top.startswith(ENV_PREFIX):

@@ -4,6 +4,14 @@ The engine is created in the app's serving lifecycle (``before_serving``) and di
 ``after_serving``. ``pool_pre_ping`` makes connections recover by themselves after a PostgreSQL
 restart: a dead pooled connection is noticed at checkout and replaced, so the next request
 after a restart succeeds instead of failing once per stale connection.
+
+Every wait on PostgreSQL is bounded (``Settings.db_*_timeout*``): opening a connection, waiting
+for a free one of the pool, and each statement, server-side (``statement_timeout``) and
+client-side (asyncpg's ``command_timeout``, which also bounds the pre-ping: a hung server
+answers nothing, not even its own timeout). A request that needs a hung or unreachable database
+therefore fails within about their sum, and is answered 503 (``is_database_unavailable``,
+shared.infrastructure.errors); once the server answers again the pre-ping replaces the broken
+connections and requests succeed without a restart.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from sqlalchemy.ext.asyncio import (
 
 from shared.config import Settings
 
+# How much longer than the server's statement_timeout the client waits for any answer.
+CLIENT_TIMEOUT_MARGIN_SECONDS = 0.5
+
 
 def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
     return create_async_engine(
@@ -30,9 +41,11 @@ def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
         pool_pre_ping=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_timeout=10,
+        pool_timeout=settings.db_pool_timeout_seconds,
         connect_args={
-            "timeout": 5,
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": settings.db_statement_timeout_ms / 1000
+            + CLIENT_TIMEOUT_MARGIN_SECONDS,
             "server_settings": {
                 "application_name": f"rose-ash-{application_name}",
                 "statement_timeout": str(settings.db_statement_timeout_ms),

@@ -11,6 +11,8 @@ These packages are in the `dev` dependency group; production images never import
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -99,6 +101,23 @@ class EmbeddedPostgres:
         options = f'-h "" -k {self._socket_dir}'
         self.pg_ctl("-o", options, "-l", str(self.data_dir / "log"), "start")
 
+    def freeze(self) -> None:
+        """Pause the server and every backend (SIGSTOP), as a hung host looks: connections
+        open but nothing answers. Always ``thaw()`` after, in a ``finally``."""
+        for pid in self.process_ids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(self.process_ids()):
+            os.kill(pid, signal.SIGCONT)
+
+    def process_ids(self) -> list[int]:
+        """The postmaster's pid, then its children's."""
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        if info is None or info.process is None:
+            raise RuntimeError("the embedded PostgreSQL server is not running")
+        return [info.pid, *(child.pid for child in info.process.children(recursive=True))]
+
     def stop(self) -> None:
         if self._server is None:
             return
@@ -167,6 +186,16 @@ class EmbeddedRedis:
                 return client.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def freeze(self) -> None:
+        """Pause the server (SIGSTOP), as a hung host looks. Always ``thaw()`` after."""
+        if self._process is None:
+            raise RuntimeError("the embedded Redis server is not running")
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self._process is None:

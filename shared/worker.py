@@ -43,6 +43,7 @@ from shared.infrastructure.activitypub.inbox_processing import (
 from shared.infrastructure.activitypub.publish import ACTIVITIES_CHANNEL
 from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
+from shared.infrastructure.redis_client import open_redis
 from shared.services.outbox import process_due_events
 
 logger = logging.getLogger("rose_ash.worker")
@@ -193,7 +194,11 @@ class Worker:
 
     async def run(self, *, once: bool = False) -> None:
         engine: AsyncEngine = create_engine(self.settings, "worker")
-        redis = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
+        # Heartbeats and grant purges: the store that is never evicted.
+        redis = open_redis(
+            self.settings.state_redis_url,
+            failure_memo_seconds=self.settings.redis_failure_memo_seconds,
+        )
         context = WorkerContext(
             self.settings, create_session_factory(engine), redis, self.worker_id
         )

@@ -25,7 +25,7 @@ from federation.services.member_session import clear_sso_cookie, get_signed_in, 
 from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import InvalidInputError
 from shared.contracts.protocols import AccountService, SsoService, UserService
-from shared.infrastructure.context import get_redis, get_service, get_settings
+from shared.infrastructure.context import get_service, get_settings, get_state_redis
 from shared.infrastructure.member_views import do_commit_and_purge_member_views
 from shared.infrastructure.rate_limit import (
     RateDecision,
@@ -96,7 +96,7 @@ async def request_link() -> Response:
     email = form.get("email", "").strip()
     next_url = safe_next(form.get("next"))
     context = {"email": email, "next_url": next_url}
-    limiter = RateLimiter(get_redis())
+    limiter = RateLimiter(get_state_redis())
     decision = await limiter.hit(LINKS_PER_IP, client_ip())
     if decision.allowed and email:
         decision = await limiter.hit(LINKS_PER_EMAIL, email)
@@ -125,7 +125,7 @@ async def password_login() -> Response:
         return await render_login(
             422, credentials_error="Please enter your email address and password.", **context
         )
-    limiter = RateLimiter(get_redis())
+    limiter = RateLimiter(get_state_redis())
     ip = client_ip()
     decision = most_restrictive(
         [

@@ -1,7 +1,9 @@
 """What a running app keeps, and the per-request accessors views use.
 
 ``AppState`` lives in ``app.extensions["rose_ash"]``; the engine, session factory and Redis
-client are filled in by the serving lifecycle (``before_serving``), never at import time.
+clients are filled in by the serving lifecycle (``before_serving``), never at import time.
+``redis`` is the cache, ``state_redis`` what must not be evicted (the same client when both
+URLs are one; shared.infrastructure.redis_client).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class AppState:
     settings: Settings
     registry: ServiceRegistry
     database: Database | None = None
-    redis: Redis | None = None
+    redis: Redis | None = None  # the cache: pages, fragments
+    state_redis: Redis | None = None  # rate limits, pending sign-ins, grant cache
 
 
 def get_state(app: Quart | None = None) -> AppState:
@@ -41,6 +44,14 @@ def get_settings() -> Settings:
 
 def get_redis() -> Redis:
     redis = get_state().redis
+    if redis is None:
+        raise RuntimeError("Redis is not connected: the app is not serving")
+    return redis
+
+
+def get_state_redis() -> Redis:
+    """The Redis of what must not be evicted: rate limits, pending sign-ins, grant cache."""
+    redis = get_state().state_redis
     if redis is None:
         raise RuntimeError("Redis is not connected: the app is not serving")
     return redis

@@ -9,6 +9,8 @@ import json
 import logging
 
 from quart import Quart, Response, render_template, request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from shared.contracts.errors import ConflictError, DomainError, InvalidInputError, NotFoundError
@@ -32,6 +34,8 @@ TITLES = {
     500: "Something went wrong",
     503: "Service unavailable",
 }
+# What a 503 for an unreachable database tells clients to wait before trying again.
+RETRY_AFTER_SECONDS = 5
 
 
 def wants_json() -> bool:
@@ -49,6 +53,26 @@ async def render_error(status: int, message: str) -> tuple[Response | str, int]:
         response.set_data(json.dumps({"error": title, "message": message, "status": status}))
         return response, status
     return await render_template("error.html", status=status, title=title, message=message), status
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says a server the request needs (PostgreSQL above all) could not be
+    reached or did not answer in time: a bounded wait of shared.db ran out, a connection was
+    refused or lost. Not that a query was wrong: that stays a 500."""
+    if isinstance(error, PoolTimeoutError | TimeoutError | OSError):
+        return True
+    return isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
+async def render_unavailable() -> Response:
+    """503 with ``Retry-After``: the page needs a server that does not answer just now."""
+    body, status = await render_error(503, "The service is unavailable. Try again shortly.")
+    response = Response(body, status) if isinstance(body, str) else body
+    response.status_code = status
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def install_error_handlers(app: Quart) -> None:
@@ -71,6 +95,9 @@ def install_error_handlers(app: Quart) -> None:
         return await render_error(status, str(error))
 
     @app.errorhandler(Exception)
-    async def handle_unexpected_error(error: Exception) -> tuple[Response | str, int]:
+    async def handle_unexpected_error(error: Exception) -> Response | tuple[Response | str, int]:
+        if is_database_unavailable(error):
+            logger.error("%s %s: PostgreSQL unavailable: %r", request.method, request.path, error)
+            return await render_unavailable()
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return await render_error(500, "The server failed to answer. It has been logged.")

@@ -11,12 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from quart import Quart, Response, current_app, g, has_request_context, request
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings, load_settings
 from shared.db import Database, create_engine, create_session_factory
@@ -43,6 +38,7 @@ from shared.infrastructure.oauth import CLIENT_APPS, install_oauth_client
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
 from shared.infrastructure.page_cache import install_page_cache
 from shared.infrastructure.page_cache_fast import install_page_cache_fast_path
+from shared.infrastructure.redis_client import open_redis
 from shared.infrastructure.security import install_security
 from shared.services.outbox import has_pending_events, process_due_events
 from shared.services.registry import ServiceRegistry, build_registry
@@ -124,23 +120,23 @@ def install_lifecycle(app: Quart) -> None:
         state = get_state(app)
         engine = create_engine(state.settings, state.name)
         state.database = Database(engine=engine, session_factory=create_session_factory(engine))
-        state.redis = aioredis.Redis.from_url(
-            state.settings.redis_url,
-            socket_connect_timeout=2,
-            socket_timeout=2,
-            health_check_interval=15,
-            # One quick retry on a dropped connection: a restarted Redis is reconnected to
-            # by the next command instead of failing it.
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        settings = state.settings
+        memo_seconds = settings.redis_failure_memo_seconds
+        state.redis = open_redis(settings.redis_url, failure_memo_seconds=memo_seconds)
+        state.state_redis = (
+            state.redis
+            if settings.state_redis_url == settings.redis_url
+            else open_redis(settings.state_redis_url, failure_memo_seconds=memo_seconds)
         )
 
     @app.after_serving
     async def disconnect() -> None:
         state = get_state(app)
+        if state.state_redis is not None and state.state_redis is not state.redis:
+            await state.state_redis.aclose()
         if state.redis is not None:
             await state.redis.aclose()
-            state.redis = None
+        state.redis = state.state_redis = None
         if state.database is not None:
             await state.database.engine.dispose()
             state.database = None
@@ -149,9 +145,11 @@ def install_lifecycle(app: Quart) -> None:
 async def run_outbox(app: Quart) -> None:
     """Perform the side effects a request committed (the worker retries what fails)."""
     state = get_state(app)
-    if state.database is None or state.redis is None:
+    if state.database is None or state.state_redis is None:
         return
-    handlers = build_outbox_handlers(state.settings, state.redis, state.database.session_factory)
+    handlers = build_outbox_handlers(
+        state.settings, state.state_redis, state.database.session_factory
+    )
     await process_due_events(state.database.session_factory, handlers)
 
 

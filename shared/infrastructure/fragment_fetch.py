@@ -9,7 +9,8 @@
   background task (one process of all replicas, by a Redis lock) refreshes it.
 - Single-flight: concurrent requests in a process for the same cold key share one fetch.
 - A failed optional fragment renders its fallback; a failed required one makes the page
-  raise ``RequiredFragmentError`` (a 503 page). With Redis down, fragments are fetched directly.
+  raise ``RequiredFragmentError`` (a 503 page). With Redis down, fragments are fetched directly
+  (and Redis is left alone for a moment: shared.infrastructure.redis_client's failure memo).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from shared.infrastructure.fragment_cache import (
 from shared.infrastructure.http import LocalhostTransport
 from shared.infrastructure.internal_auth import build_signed_headers
 from shared.infrastructure.metrics import observe_fragment_fetch, record_fragment_event
+from shared.infrastructure.redis_client import RedisUnavailableError, record_redis_failure
 
 logger = logging.getLogger("rose_ash.fragments")
 
@@ -47,10 +49,8 @@ Variant = Literal["compact", "full", "inline", "card"]
 VARIANTS: tuple[Variant, ...] = ("compact", "full", "inline", "card")
 Outcome = Literal["hit", "miss", "stale", "timeout", "error"]
 FRAGMENT_PATH = "/internal/fragments/"
-# A cache call slower than this counts as a failure; after a failure the cache is left alone
-# for CACHE_RETRY_SECONDS, so a Redis outage costs one slow call, not one per fragment.
+# A cache call slower than this counts as a failure of Redis (remembered by its client).
 CACHE_TIMEOUT_SECONDS = 0.25
-CACHE_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,6 @@ class FragmentFetcher:
     clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
     inflight: dict[str, asyncio.Task[str]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
-    cache_down_until: float = 0.0
     # Fragments whose app just failed: until when, and how. While an app is down or hanging,
     # pages render the fallback at once instead of each waiting out the timeout again.
     failing_until: dict[str, tuple[float, Literal["timeout", "error"]]] = field(
@@ -221,7 +220,7 @@ class FragmentFetcher:
 
     async def get_html(self, address: CacheAddress) -> tuple[str, Outcome]:
         key = fragment_cache_key(address)
-        redis = self.get_cache()
+        redis = self.get_redis()
         cached: CachedFragment | None = None
         if redis is not None:
             try:
@@ -281,7 +280,7 @@ class FragmentFetcher:
         refresh.add_done_callback(self.background.discard)
 
     async def refresh(self, address: CacheAddress, key: str) -> None:
-        redis = self.get_cache()
+        redis = self.get_redis()
         seconds = self.settings.timeout_for(address.type) + 1
         try:
             if redis is not None and not await asyncio.wait_for(
@@ -298,7 +297,7 @@ class FragmentFetcher:
     async def fetch_and_store(self, address: CacheAddress, *, cache: bool) -> str:
         started_at = time.time()
         html = await self.request_upstream(address)
-        redis = self.get_cache()
+        redis = self.get_redis()
         if cache and redis is not None:
             keep_seconds = self.settings.ttl_for(address.type) + self.settings.stale_seconds
             fragment = CachedFragment(html=html, fetched_at=time.time())
@@ -317,19 +316,12 @@ class FragmentFetcher:
                 self.mark_cache_down(exc)
         return html
 
-    def get_cache(self) -> Redis | None:
-        """Redis, unless it failed in the last CACHE_RETRY_SECONDS (then: fetch directly)."""
-        if time.monotonic() < self.cache_down_until:
-            return None
-        return self.get_redis()
-
     def mark_cache_down(self, error: BaseException) -> None:
-        logger.warning(
-            "fragment cache unavailable for %.0f s, fetching directly: %r",
-            CACHE_RETRY_SECONDS,
-            error,
-        )
-        self.cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
+        redis = self.get_redis()
+        if isinstance(error, TimeoutError) and redis is not None:
+            record_redis_failure(redis)
+        log = logger.debug if isinstance(error, RedisUnavailableError) else logger.warning
+        log("fragment cache unavailable, fetching directly: %r", error)
 
     async def request_upstream(self, address: CacheAddress) -> str:
         """GET the fragment from its app, signed, within its type's timeout."""

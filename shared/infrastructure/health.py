@@ -1,4 +1,6 @@
-"""/healthz (the process answers) and /readyz (PostgreSQL and Redis answer, else 503)."""
+"""/healthz (the process answers) and /readyz (PostgreSQL and Redis answer, else 503).
+
+Redis is checked as the cache and, when it is another server, as the state store."""
 
 from __future__ import annotations
 
@@ -7,9 +9,11 @@ import logging
 from collections.abc import Awaitable
 
 from quart import Blueprint, Response, jsonify
+from redis.asyncio import Redis
 
 from shared.db import check_database
 from shared.infrastructure.context import get_state
+from shared.infrastructure.redis_client import ping_past_memo
 
 logger = logging.getLogger("rose_ash.health")
 health_bp = Blueprint("health", __name__)
@@ -29,13 +33,18 @@ async def readyz() -> tuple[Response, int]:
         checks["postgres"] = "error: not connected"
     else:
         checks["postgres"] = await run_check(check_database(state.database.engine), timeout)
-    if state.redis is None:
-        checks["redis"] = "error: not connected"
-    else:
-        checks["redis"] = await run_check(state.redis.ping(), timeout)
+    checks["redis"] = await check_redis(state.redis, timeout)
+    if state.state_redis is not state.redis:
+        checks["redis_state"] = await check_redis(state.state_redis, timeout)
     ready = all(result == "ok" for result in checks.values())
     body = {"status": "ok" if ready else "unavailable", "app": state.name, "checks": checks}
     return jsonify(body), 200 if ready else 503
+
+
+async def check_redis(redis: Redis | None, seconds: float) -> str:
+    if redis is None:
+        return "error: not connected"
+    return await run_check(ping_past_memo(redis), seconds)
 
 
 async def run_check(check: Awaitable[object], seconds: float) -> str:

@@ -525,7 +525,7 @@ async def do_commit_and_purge(grant_ids: list[int]) -> None:
 
     Purging after the commit (not before) means no app can re-cache "active" in between."""
     await get_session().commit()
-    await do_purge_grants(get_state().redis, grant_ids)
+    await do_purge_grants(get_state().state_redis, grant_ids)
 
 
 async def do_sign_out_here(*, reason: str) -> list[int]:
@@ -581,7 +581,7 @@ async def start_authorization(next_path: str, *, silent: bool) -> Response:
     nonce = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)  # 86 characters, within PKCE's 43-128
     pending = {"nonce": nonce, "verifier": verifier, "next": next_path, "silent": silent}
-    redis = get_state().redis
+    redis = get_state().state_redis
     if redis is None:
         raise ProviderError("sign-in is unavailable: the app is not serving")
     try:
@@ -616,7 +616,7 @@ async def take_pending(state: str) -> dict[str, Any]:
     if not state or state not in issued:
         raise SignInError("This sign-in was not started in this browser. Please sign in again.")
     session[PENDING_STATES_KEY] = [s for s in issued if s != state]
-    redis = get_state().redis
+    redis = get_state().state_redis
     try:
         raw = await redis.getdel(pending_key(get_oauth().app_name, state)) if redis else None
     except RedisError as exc:
@@ -720,7 +720,7 @@ async def backchannel_logout() -> Response:
     except SignInError as exc:
         logger.warning("back-channel logout refused: %s", exc)
         return no_store(Response('{"error":"invalid_request"}', 400, mimetype="application/json"))
-    await do_purge_grants(get_state().redis, [claims.grant_id])
+    await do_purge_grants(get_state().state_redis, [claims.grant_id])
     logger.info("back-channel logout of grant %s", claims.grant_id)
     return no_store(Response("", 200))
 
@@ -794,7 +794,7 @@ def install_oauth_client(app: Quart) -> None:
             sign_in = None  # too old: dropped below, then signed in again silently if it can
         if sign_in is not None:
             sso = get_service(SsoService)
-            if await check_grant_active(get_state().redis, sso, sign_in.grant_id):
+            if await check_grant_active(get_state().state_redis, sso, sign_in.grant_id):
                 g.app_sign_in = sign_in
                 return None
             session.pop(AUTH_SESSION_KEY, None)  # signed out elsewhere: this app follows

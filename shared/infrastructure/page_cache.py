@@ -21,6 +21,11 @@ fragment and no fragment that fell back. The entry holds the body, its content t
 visitor's. The per-browser device cookie is added by its own after_request hook to whichever
 response goes out (then ``Cache-Control`` turns ``private``): it is never stored or shared.
 
+Which requests. The query string is part of the key once normalised (``cacheable_query``):
+only the parameters of ``PageCacheSettings.query_parameters`` count, sorted, empty ones dropped;
+a request with any other parameter, or one of them twice, is rendered and not stored (and not
+looked up), so nobody can make the cache store a page per request with ``?r=<random>``.
+
 Purge. An entry is kept for its route's TTL (``PageCacheSettings``) and is dropped at once by a
 purge of any of its tags: the app's name, the tags of the decorator, and ``<app>/<type>`` of
 every fragment the page used. ``do_purge_fragment`` (the same domain changes that purge
@@ -41,9 +46,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode
 
 from quart import Quart, Response, current_app, g, make_response, request, session
 from quart.wrappers.response import DataBody
@@ -54,6 +60,7 @@ from shared.infrastructure.context import get_settings, get_state
 from shared.infrastructure.fragment_cache import purged_key as fragment_purged_key
 from shared.infrastructure.fragment_fetch import FragmentResult, FragmentSpec
 from shared.infrastructure.oauth import PENDING_STATES_KEY, device_cookie, silent_marker_cookie
+from shared.infrastructure.redis_client import RedisUnavailableError, record_redis_failure
 
 logger = logging.getLogger("rose_ash.page_cache")
 
@@ -87,7 +94,20 @@ class CachedPage:
         return now - self.started_at < self.ttl_seconds
 
 
+def cacheable_query(raw: bytes, allowed: Collection[str]) -> bytes | None:
+    """The query string ``raw`` as it counts in a page's key, or None when the page must not
+    be cached: a parameter not in ``allowed``, or an allowed one given twice (the view would
+    read the first, another order the other). Sorted; empty values dropped."""
+    pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    kept = [(name, value) for name, value in pairs if value]
+    names = [name for name, _ in kept]
+    if any(name not in allowed for name in names) or len(set(names)) < len(names):
+        return None
+    return urlencode(sorted(kept)).encode()
+
+
 def page_cache_key(app_name: str, path: str, query: bytes) -> str:
+    """The key of a page; ``query`` as ``cacheable_query`` gives it."""
     digest = hashlib.sha256(path.encode() + b"?" + query).hexdigest()[:32]
     return f"{KEY_PREFIX}{app_name}:{digest}"
 
@@ -210,7 +230,7 @@ async def read_page_safely(key: str) -> CachedPage | None:
     try:
         return await asyncio.wait_for(read_page(redis, key), REDIS_TIMEOUT_SECONDS)
     except (RedisError, OSError, TimeoutError) as exc:
-        logger.warning("page cache unavailable, rendering %s: %s", request.path, exc)
+        note_cache_failure(redis, exc, "page cache unavailable, rendering %s: %r")
         return None
 
 
@@ -221,7 +241,18 @@ async def write_page_safely(key: str, page: CachedPage) -> None:
     try:
         await asyncio.wait_for(write_page(redis, key, page), REDIS_TIMEOUT_SECONDS)
     except (RedisError, OSError, TimeoutError) as exc:
-        logger.warning("page %s not cached: %s", request.path, exc)
+        note_cache_failure(redis, exc, "page %s not cached: %r")
+
+
+def note_cache_failure(redis: Redis, error: BaseException, message: str) -> None:
+    """Log a failed cache call; a timeout of ours makes Redis be left alone for a moment
+    (shared.infrastructure.redis_client). While it is, say so once per request at most."""
+    if isinstance(error, TimeoutError):
+        record_redis_failure(redis)
+    if isinstance(error, RedisUnavailableError):
+        logger.debug(message, request.path, error)
+    else:
+        logger.warning(message, request.path, error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,9 +354,10 @@ def cache_page(ttl: int | None = None, tags: Sequence[str] = ()) -> Callable[[Vi
             seconds = settings.ttl_for(state.name, request.endpoint or "", ttl)
             if request.method not in ("GET", "HEAD") or not settings.enabled or seconds <= 0:
                 return await to_response(await view(*args, **kwargs))
-            if not is_anonymous_request():
+            query = cacheable_query(request.query_string, settings.query_parameters)
+            if query is None or not is_anonymous_request():
                 return mark_private(await to_response(await view(*args, **kwargs)))
-            key = page_cache_key(state.name, request.path, request.query_string)
+            key = page_cache_key(state.name, request.path, query)
             cached = await read_page_safely(key)
             if cached is not None:
                 hit = Response(cached.body, 200, content_type=cached.content_type)

@@ -11,6 +11,7 @@ with one Redis round trip, when the outcome is known to be the same as the full 
 - nothing the hooks do would change the answer: the device cookie is already there (else the
   response must set one), and the request cannot be the first top-level navigation that takes
   the silent sign-in round trip (the marker is there, or it is not a navigation);
+- the query string is one the cache keeps pages for (``cacheable_query``, the same rule);
 - the page is in the cache, fresh and not purged.
 
 Anything else goes on to Quart unchanged, where ``cache_page`` serves, stores or bypasses the
@@ -47,9 +48,11 @@ from shared.infrastructure.page_cache import (
     PUBLIC,
     REDIS_TIMEOUT_SECONDS,
     CachedPage,
+    cacheable_query,
     page_cache_key,
     read_page,
 )
+from shared.infrastructure.redis_client import record_redis_failure
 
 logger = logging.getLogger("rose_ash.page_cache")
 
@@ -81,16 +84,20 @@ class PageCacheFastPath:
         await self.send_hit(scope, headers, page, send)
 
     async def find_hit(self, scope: Scope, headers: dict[bytes, bytes]) -> CachedPage | None:
-        if not self.settings.page_cache.enabled or not self.is_anonymous(headers):
+        settings = self.settings.page_cache
+        if not settings.enabled or not self.is_anonymous(headers):
             return None
+        query = cacheable_query(scope.get("query_string", b""), settings.query_parameters)
         redis = get_state(self.app).redis
-        if redis is None:
+        if redis is None or query is None:
             return None
-        key = page_cache_key(self.name, scope["path"], scope.get("query_string", b""))
+        key = page_cache_key(self.name, scope["path"], query)
         try:
             return await asyncio.wait_for(read_page(redis, key), REDIS_TIMEOUT_SECONDS)
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.debug("fast path skipped for %s: %s", scope["path"], exc)
+            if isinstance(exc, TimeoutError):
+                record_redis_failure(redis)  # the pages after this one leave Redis alone
+            logger.debug("fast path skipped for %s: %r", scope["path"], exc)
             return None
 
     def is_anonymous(self, headers: dict[bytes, bytes]) -> bool:

@@ -26,9 +26,9 @@ def stack() -> dict[str, Any]:
 
 def test_stack_has_the_six_apps_the_worker_postgres_and_redis(stack: dict[str, Any]) -> None:
     services = set(stack["services"])
-    assert {*APPS, "worker", "postgres", "redis"} <= services
+    assert {*APPS, "worker", "postgres", "redis", "redis-state"} <= services
     # Beside them only the edge proxy and the backups.
-    assert services - {*APPS, "worker", "postgres", "redis"} == {"edge", "backup"}
+    assert services - {*APPS, "worker", "postgres", "redis", "redis-state"} == {"edge", "backup"}
 
 
 @pytest.mark.parametrize("app", APPS)
@@ -104,6 +104,28 @@ def test_postgres_16_on_a_named_volume_and_redis_7(stack: dict[str, Any]) -> Non
     assert stack["services"]["redis"]["image"] == "redis:7"
 
 
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_the_cache_evicts_and_the_state_store_never_does(stack: dict[str, Any]) -> None:
+    """Visitors fill the cache at will (every page they ask for): rate limits, pending
+    sign-ins and the grant cache live in a Redis of their own that never evicts a key."""
+    cache = stack["services"]["redis"]["command"]
+    state = stack["services"]["redis-state"]
+    assert option(cache, "--maxmemory-policy") == "volatile-lru"
+    assert option(state["command"], "--maxmemory-policy") == "noeviction"
+    assert option(state["command"], "--maxmemory") != "0"
+    assert state["image"] == "redis:7"
+    assert set(state["networks"]) == {"backend"}
+    for name in (*APPS, "worker"):
+        environment = stack["services"][name]["environment"]
+        assert environment["REDIS_URL"] == "redis://redis:6379/0"
+        assert environment["REDIS_STATE_URL"] == "redis://redis-state:6379/0"
+    worker_check = " ".join(stack["services"]["worker"]["healthcheck"]["test"])
+    assert "REDIS_STATE_URL" in worker_check  # where the heartbeats are
+
+
 def test_redis_persistence_choice_is_stated() -> None:
     text = COMPOSE.read_text()
     assert "WITHOUT persistence" in text
@@ -118,7 +140,7 @@ def test_backups_are_scheduled_pg_dumps_to_a_volume(stack: dict[str, Any]) -> No
 
 def test_networks_backend_is_an_internal_overlay(stack: dict[str, Any]) -> None:
     assert stack["networks"]["backend"] == {"driver": "overlay", "internal": True}
-    for name in ("postgres", "redis"):
+    for name in ("postgres", "redis", "redis-state"):
         assert set(stack["services"][name]["networks"]) == {"backend"}
 
 

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import Database, create_session_factory
+from shared.config import Settings
+from shared.db import CLIENT_TIMEOUT_MARGIN_SECONDS, Database, create_engine, create_session_factory
 
 
 @pytest.fixture
@@ -50,3 +51,26 @@ async def test_sessions_bound_to_a_connection_get_a_session_committed_at_the_end
         await session.execute(text("INSERT INTO db_autocommit_joined VALUES (1)"))
     found = await connection.execute(text("SELECT count(*) FROM db_autocommit_joined"))
     assert found.scalar_one() == 1
+
+
+async def test_every_wait_on_postgresql_is_bounded_by_the_settings(settings: Settings) -> None:
+    bounded = settings.model_copy(
+        update={
+            "db_connect_timeout_seconds": 1.5,
+            "db_pool_timeout_seconds": 0.75,
+            "db_statement_timeout_ms": 1200,
+        }
+    )
+    engine = create_engine(bounded, "test")
+    try:
+        assert engine.pool.timeout() == 0.75  # type: ignore[attr-defined]
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            # asyncpg's own wait for any answer: a hung server enforces no statement_timeout
+            assert driver._config.command_timeout == 1.2 + CLIENT_TIMEOUT_MARGIN_SECONDS
+            shown = await connection.execute(text("SHOW statement_timeout"))
+            assert shown.scalar_one() == "1200ms"
+    finally:
+        await engine.dispose()

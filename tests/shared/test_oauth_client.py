@@ -613,7 +613,7 @@ async def test_revocation_is_read_from_postgresql_when_redis_is_down(
     await sign_in(blog, fake, member, grant_id)
     assert await signed_in_as(blog) == "Ada Hartley"  # "active" is cached now
     state = get_state(blog.app)
-    working, state.redis = state.redis, broken_redis
+    working, state.state_redis = state.state_redis, broken_redis
     try:
         with caplog.at_level(logging.WARNING, logger="rose_ash.grant_cache"):
             assert await signed_in_as(blog) == "Ada Hartley"  # still active, from the database
@@ -621,7 +621,7 @@ async def test_revocation_is_read_from_postgresql_when_redis_is_down(
             assert await signed_in_as(blog) is None
         assert any("PostgreSQL" in record.getMessage() for record in caplog.records)
     finally:
-        state.redis = working
+        state.state_redis = working
 
 
 # --- logout ----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from shared.infrastructure.page_cache import (
     CACHE_HEADER,
     KEY_PREFIX,
     cache_page,
+    cacheable_query,
     do_purge_pages,
     etag_of,
 )
@@ -204,9 +205,71 @@ async def test_anonymous_page_is_rendered_once_then_served_from_redis(
     assert second.headers["Content-Type"] == first.headers["Content-Type"]
     assert renders == ["page"]
     assert len([key async for key in redis.scan_iter(match=KEY_PREFIX + "market:*")]) == 1
-    # another query string is another page
-    assert (await probe.get("/page?p=2")).headers[CACHE_HEADER] == "miss"
+    # a query string the cache does not know is rendered, not stored
+    assert (await probe.get("/page?p=2")).headers[CACHE_HEADER] == "bypass"
     assert renders == ["page", "page"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b"", b""),
+        (b"p=2", b"p=2"),
+        (b"q=a+b&p=2", b"p=2&q=a+b"),  # sorted
+        (b"p=%32&q=a%20b", b"p=2&q=a+b"),  # as the view reads them
+        (b"p=2&q=&q", b"p=2"),  # empty ones dropped
+        (b"p=2&r=1", None),  # an unknown parameter: not cached
+        (b"p=1&p=2", None),  # repeated: the view reads the first one
+    ],
+)
+def test_the_query_string_counts_in_the_key_by_its_allowed_parameters_only(
+    raw: bytes, key: bytes | None
+) -> None:
+    assert cacheable_query(raw, ("p", "q")) == key
+
+
+async def test_random_query_strings_are_rendered_and_never_stored(
+    counted: QuartClient, renders: list[str], reached: list[str], redis: aioredis.Redis
+) -> None:
+    for n in range(5):
+        response = await counted.get(f"/page?r={n}")
+        assert response.status_code == 200
+        assert response.headers[CACHE_HEADER] == "bypass"
+        assert response.headers["Cache-Control"] == "private, no-store"
+    assert renders == ["page"] * 5
+    assert len(reached) == 5
+    assert [key async for key in redis.scan_iter(match=KEY_PREFIX + "*")] == []
+
+
+def allowing_p(factory: Callable[[Settings], Quart]) -> Callable[[Settings], Quart]:
+    def build(settings: Settings) -> Quart:
+        page_cache = PageCacheSettings(query_parameters=("p",))
+        return factory(settings.model_copy(update={"page_cache": page_cache}))
+
+    return build
+
+
+async def test_allowed_parameters_key_pages_alike_in_the_fast_path_and_the_view(
+    make_client: ClientMaker, renders: list[str], fake: FakeFederation, redis: aioredis.Redis
+) -> None:
+    reached: list[str] = []
+    build = with_federation(
+        allowing_p(lambda s: count_requests(create_probe_app(s, renders), reached)), fake
+    )
+    client = await make_client(build)
+    assert (await client.get("/page?p=2")).headers[CACHE_HEADER] == "miss"
+    # the same page however the query is written: a hit in front of the stack
+    for query in ("p=2", "p=%32&e=", "e=&p=2"):
+        assert (await client.get(f"/page?{query}")).headers[CACHE_HEADER] == "hit"
+    assert len(reached) == 1
+    # ...and through the stack (a first visit, without the device cookie)
+    assert (await new_client(client).get("/page?p=%32")).headers[CACHE_HEADER] == "hit"
+    assert len(reached) == 2
+    assert (await client.get("/page?p=3")).headers[CACHE_HEADER] == "miss"
+    for query in ("p=2&r=1", "p=2&p=3"):
+        assert (await client.get(f"/page?{query}")).headers[CACHE_HEADER] == "bypass"
+    assert renders == ["page"] * 4
+    assert len([key async for key in redis.scan_iter(match=KEY_PREFIX + "*")]) == 2
 
 
 async def test_headers_of_a_shared_page(probe: QuartClient) -> None:
@@ -569,8 +632,8 @@ async def test_a_cached_page_is_served_without_postgresql(
         assert cached.status_code == 200
         assert cached.headers[CACHE_HEADER] == "hit"
         assert await body(cached) == "from postgres"
-        # the database really is gone: a page that has to be rendered fails
-        assert (await probe.get("/value?fresh=1")).status_code == 500
+        # the database really is gone: a page that has to be rendered is unavailable
+        assert (await probe.get("/value?fresh=1")).status_code == 503
         assert renders == ["value", "value"]
     finally:
         await dispose()
@@ -591,7 +654,7 @@ async def test_a_real_home_page_is_served_without_postgresql(
         assert again.status_code == 200
         assert again.headers[CACHE_HEADER] == "hit"
         assert await body(again) == await body(first)
-        assert (await new_client(client).get("/?page=2", headers=HTML)).status_code == 500
+        assert (await new_client(client).get("/?page=2", headers=HTML)).status_code == 503
     finally:
         await dispose()
 

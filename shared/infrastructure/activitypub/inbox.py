@@ -92,7 +92,7 @@ from shared.infrastructure.activitypub.signatures import (
     signature_key_id,
     verify_request,
 )
-from shared.infrastructure.context import get_redis, get_session, get_state
+from shared.infrastructure.context import get_session, get_state, get_state_redis
 from shared.infrastructure.rate_limit import RateDecision, RateLimit, RateLimiter, client_ip
 from shared.infrastructure.security import csrf_exempt
 from shared.models.ap_actors import ApRemoteActor
@@ -343,7 +343,9 @@ async def check_rate(settings: Settings, key_id: str) -> None:
     Redis). Counted only once the signature verified, so that nobody else's POSTs spend it."""
     decision = request.scope.get(RATE_DECISION_SCOPE_KEY)
     if not isinstance(decision, RateDecision):  # not already counted in front of Quart
-        decision = await RateLimiter(get_redis()).hit(host_rate_rule(settings), host_of(key_id))
+        decision = await RateLimiter(get_state_redis()).hit(
+            host_rate_rule(settings), host_of(key_id)
+        )
     refuse_over_rate(decision)
 
 
@@ -368,12 +370,12 @@ def client_subject() -> str:
 
 async def check_unverified_rate(settings: Settings) -> None:
     """429 when the client's address already had its fill of unverified POSTs this minute."""
-    limiter = RateLimiter(get_redis())
+    limiter = RateLimiter(get_state_redis())
     refuse_over_rate(await limiter.check(unverified_rate_rule(settings), client_subject()))
 
 
 async def count_unverified(settings: Settings) -> None:
-    await RateLimiter(get_redis()).hit(unverified_rate_rule(settings), client_subject())
+    await RateLimiter(get_state_redis()).hit(unverified_rate_rule(settings), client_subject())
 
 
 async def check_signature(

@@ -156,10 +156,10 @@ class InboxFastPath:
         except SignatureError:
             return False  # perhaps a rotated key: the view fetches it again
         state = get_state(self.app)
-        if state.redis is None or state.database is None:
+        if state.state_redis is None or state.database is None:
             return False
         try:
-            decision = await RateLimiter(state.redis).hit(self.rule, host_of(key_id))
+            decision = await RateLimiter(state.state_redis).hit(self.rule, host_of(key_id))
         except RedisError:
             return False
         if not decision.allowed:
