@@ -145,12 +145,19 @@ async def password_login() -> Response:
 
 
 @login_bp.get("/login/magic/<token>")
-async def confirm_link(token: str) -> str:
+async def confirm_link(token: str) -> Response:
     """The link from the mail opens a page with one button; only the POST signs in.
 
     Mail scanners (Outlook Safe Links and the like) open every link in a message before the
-    member does; if GET used the link up, the member's own click would find it spent."""
-    return await render_template("login_confirm.html", token=token)
+    member does; if GET used the link up, the member's own click would find it spent.
+    The page names the account the link signs in to: a person sent someone else's link (to
+    sign them in to an account of the sender's) sees whose account it is before pressing."""
+    try:
+        account = await get_service(AccountService).get_sign_in_link_account(token)
+    except InvalidInputError as exc:
+        return await render_login(400, error=str(exc), next_url="/")
+    page = await render_template("login_confirm.html", token=token, account=account)
+    return Response(page, headers=NO_STORE, mimetype="text/html")
 
 
 @login_bp.post("/login/magic/<token>")

@@ -218,7 +218,8 @@ async def test_a_magic_link_signs_in_once_and_goes_on_to_next(
     page = await (await client.get("/login")).get_data(as_text=True)
     assert "You are signed in as" in page
     # Replayed: refused with a way forward, and no second session.
-    replay = await follow_magic_link(client, token)
+    assert (await client.get(f"/login/magic/{token}")).status_code == 400
+    replay = await press_sign_in(client, token)
     assert replay.status_code == 400
     assert "expired or has already been used" in await replay.get_data(as_text=True)
     assert await session.scalar(select(func.count()).select_from(SsoSession)) == 1
@@ -229,7 +230,8 @@ async def test_an_expired_magic_link_is_refused(client: QuartClient, session: As
     [token] = await mailed_tokens(session)
     await session.execute(update(MagicLink).values(expires_at=func.now() - timedelta(seconds=1)))
     await session.commit()
-    response = await follow_magic_link(client, token, headers=HTML)
+    assert (await client.get(f"/login/magic/{token}")).status_code == 400
+    response = await press_sign_in(client, token)
     assert response.status_code == 400
     page = await response.get_data(as_text=True)
     assert "expired or has already been used" in page
@@ -474,6 +476,12 @@ async def follow_magic_link(
     )
 
 
+async def press_sign_in(client: QuartClient, token: str) -> Any:
+    """The link page's button pressed without opening the page now (it was open before)."""
+    form = {"csrf_token": await csrf_token(client)}
+    return await client.post(f"/login/magic/{token}", form=form, headers=HTML)
+
+
 async def test_opening_the_link_does_not_use_it(client: QuartClient, session: AsyncSession) -> None:
     """Mail scanners open links before the member does: only the button's POST signs in."""
     await request_link(client, "scanned@example.org")
@@ -484,3 +492,47 @@ async def test_opening_the_link_does_not_use_it(client: QuartClient, session: As
     response = await follow_magic_link(client, token)
     assert response.status_code == 303
     assert f"{SSO_COOKIE}=" in response.headers["Set-Cookie"]
+
+
+async def test_the_link_page_names_the_account_it_signs_in_to(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    """Mallory mails Ann a link to Mallory's account (to have Ann use it as her own): the page
+    the link opens says whose account it is before anyone presses the button."""
+    member = await SqlUserService(session).create_user("Mallory@Example.org")
+    await SqlAccountService(session).do_change_username(member.id, "mallory")
+    await session.commit()
+    await request_link(client, "mallory@example.org")
+    [token] = await mailed_tokens(session)
+    response = await client.get(f"/login/magic/{token}")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    page = await response.get_data(as_text=True)
+    assert '<strong class="link-email">Mallory@Example.org</strong>' in page
+    assert '<strong class="link-username">mallory</strong>' in page
+    assert "Sign in as Mallory@Example.org" in page
+    assert await session.scalar(select(func.count()).select_from(SsoSession)) == 0
+
+
+async def test_the_link_page_of_a_newcomer_says_it_creates_their_account(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await request_link(client, "new@example.org")
+    [token] = await mailed_tokens(session)
+    page = await (await client.get(f"/login/magic/{token}")).get_data(as_text=True)
+    assert 'creates a Rose Ash account for <strong class="link-email">new@example.org' in page
+    assert "link-username" not in page
+
+
+async def test_the_page_of_a_used_link_says_so_and_names_no_one(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await request_link(client, "ann@example.org")
+    [token] = await mailed_tokens(session)
+    await follow_magic_link(client, token)
+    for path in [f"/login/magic/{token}", "/login/magic/not-a-token"]:
+        response = await client.get(path, headers=HTML)
+        assert response.status_code == 400
+        page = await response.get_data(as_text=True)
+        assert "expired or has already been used" in page
+        assert "ann@example.org" not in page.split("You are signed in as")[0]
