@@ -10,7 +10,7 @@ from account.services.dashboard import do_revoke_device, do_sign_out_everywhere,
 from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import ConflictError, InvalidInputError
 from shared.contracts.protocols import AccountService, SsoService
-from shared.infrastructure.context import get_redis, get_service
+from shared.infrastructure.context import get_service, get_state_redis
 from shared.infrastructure.member_views import do_commit_and_purge_member_views
 from shared.infrastructure.oauth import (
     do_commit_and_purge,
@@ -145,7 +145,7 @@ async def change_email() -> Response | tuple[str, int]:
 
 
 async def hit_email_change_limits(user_id: int, email: str) -> RateDecision:
-    limiter = RateLimiter(get_redis())
+    limiter = RateLimiter(get_state_redis())
     decision = await limiter.hit(EMAIL_CHANGES_PER_MEMBER, str(user_id))
     if decision.allowed and email:
         decision = await limiter.hit(EMAIL_CHANGES_PER_ADDRESS, email)

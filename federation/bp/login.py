@@ -11,7 +11,8 @@
 After signing in, the visitor goes to ``next`` only when it is a path on this host
 (``/...`` but not ``//...``); anything else goes to ``/`` (no open redirects).
 Requests for links and password attempts are rate-limited per email and per client address
-(shared.infrastructure.rate_limit); a refusal is 429 with Retry-After.
+(an IPv6 client's /64; shared.infrastructure.rate_limit), each counted before it is served;
+a refusal is 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from shared.infrastructure.rate_limit import (
     RateLimit,
     RateLimiter,
     client_ip,
-    most_restrictive,
+    client_subject,
 )
 from shared.infrastructure.security import CSRF_SESSION_KEY
 
@@ -97,7 +98,7 @@ async def request_link() -> Response:
     next_url = safe_next(form.get("next"))
     context = {"email": email, "next_url": next_url}
     limiter = RateLimiter(get_state_redis())
-    decision = await limiter.hit(LINKS_PER_IP, client_ip())
+    decision = await limiter.hit(LINKS_PER_IP, client_subject())
     if decision.allowed and email:
         decision = await limiter.hit(LINKS_PER_EMAIL, email)
     if not decision.allowed:
@@ -126,32 +127,37 @@ async def password_login() -> Response:
             422, credentials_error="Please enter your email address and password.", **context
         )
     limiter = RateLimiter(get_state_redis())
-    ip = client_ip()
-    decision = most_restrictive(
-        [
-            await limiter.check(PASSWORD_FAILURES_PER_IP, ip),
-            await limiter.check(PASSWORD_FAILURES_PER_EMAIL, email),
-        ]
-    )
+    client = client_subject()
+    # Each attempt is counted before the password is checked, so a burst of concurrent guesses
+    # gets no more checks than the limits allow; a right password is then taken back.
+    decision = await limiter.hit(PASSWORD_FAILURES_PER_IP, client)
+    if decision.allowed:
+        decision = await limiter.hit(PASSWORD_FAILURES_PER_EMAIL, email)
     if not decision.allowed:
         return await too_many(decision, **context)
     try:
         user = await get_service(AccountService).check_password(email, password)
     except InvalidInputError as exc:
-        await limiter.hit(PASSWORD_FAILURES_PER_IP, ip)
-        await limiter.hit(PASSWORD_FAILURES_PER_EMAIL, email)
         return await render_login(422, credentials_error=str(exc), **context)
     await limiter.reset(PASSWORD_FAILURES_PER_EMAIL, email)
+    await limiter.undo(PASSWORD_FAILURES_PER_IP, client)
     return await complete_sign_in(user, next_url)
 
 
 @login_bp.get("/login/magic/<token>")
-async def confirm_link(token: str) -> str:
+async def confirm_link(token: str) -> Response:
     """The link from the mail opens a page with one button; only the POST signs in.
 
     Mail scanners (Outlook Safe Links and the like) open every link in a message before the
-    member does; if GET used the link up, the member's own click would find it spent."""
-    return await render_template("login_confirm.html", token=token)
+    member does; if GET used the link up, the member's own click would find it spent.
+    The page names the account the link signs in to: a person sent someone else's link (to
+    sign them in to an account of the sender's) sees whose account it is before pressing."""
+    try:
+        account = await get_service(AccountService).get_sign_in_link_account(token)
+    except InvalidInputError as exc:
+        return await render_login(400, error=str(exc), next_url="/")
+    page = await render_template("login_confirm.html", token=token, account=account)
+    return Response(page, headers=NO_STORE, mimetype="text/html")
 
 
 @login_bp.post("/login/magic/<token>")

@@ -96,6 +96,17 @@ class SignInLinkResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SignInLinkAccount:
+    """Whose account a sign-in link would sign in to, told before it is used (so a person
+    sent someone else's link sees whose account it is)."""
+
+    email: str
+    username: str | None
+    # True when no account has the address yet: following the link creates it.
+    new_account: bool
+
+
+@dataclass(frozen=True, slots=True)
 class MenuNodeDTO:
     """An entry of the site navigation, with its children in order (``nav-tree``)."""
 

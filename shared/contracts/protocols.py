@@ -124,7 +124,7 @@ class SsoService(Protocol):
 
 # Appended with the account service (kept below the existing protocols on purpose, so that
 # parallel additions to the import block above do not collide).
-from shared.contracts.dtos import AccountDTO, SignInLinkResult  # noqa: E402
+from shared.contracts.dtos import AccountDTO, SignInLinkAccount, SignInLinkResult  # noqa: E402
 
 
 @runtime_checkable
@@ -145,6 +145,11 @@ class AccountService(Protocol):
         """Queue a single-use sign-in link (15 minutes) to ``email``, for a member or, when
         registration is open, a newcomer; when it is closed a newcomer gets a mail saying so.
         InvalidInputError only when ``email`` is not an address."""
+        ...
+
+    async def get_sign_in_link_account(self, token: str) -> SignInLinkAccount:
+        """Whose account the link would sign in to, without using it. InvalidInputError if
+        the link is unknown, expired or used (as do_consume_sign_in_link would say)."""
         ...
 
     async def do_consume_sign_in_link(self, token: str) -> SignInLinkResult:

@@ -18,7 +18,7 @@ from typing import Any, cast
 from quart import Quart
 
 from shared.config import Settings
-from shared.infrastructure.logging import app_name_var, request_id_var
+from shared.infrastructure.logging import app_name_var, redact_tokens, request_id_var
 from shared.infrastructure.security import security_headers
 
 Scope = MutableMapping[str, Any]
@@ -74,14 +74,15 @@ async def send_answer(
     await send({"type": "http.response.start", "status": status, "headers": headers})
     payload = b"" if scope["method"] == "HEAD" else body
     await send({"type": "http.response.body", "body": payload, "more_body": False})
+    path = redact_tokens(scope["path"])
     access_logger.info(
         "%s %s %s",
         scope["method"],
-        scope["path"],
+        path,
         status,
         extra={
             "method": scope["method"],
-            "path": scope["path"],
+            "path": path,
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             **(log_extra or {}),

@@ -32,7 +32,12 @@ from shared.infrastructure.fragments import (
 )
 from shared.infrastructure.health import health_bp
 from shared.infrastructure.jinja import install_templates
-from shared.infrastructure.logging import app_name_var, configure_logging, request_id_var
+from shared.infrastructure.logging import (
+    app_name_var,
+    configure_logging,
+    redact_tokens,
+    request_id_var,
+)
 from shared.infrastructure.metrics import metrics_bp
 from shared.infrastructure.oauth import CLIENT_APPS, install_oauth_client
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
@@ -182,14 +187,15 @@ def install_request_context(app: Quart) -> None:
         if request_id:
             response.headers["X-Request-ID"] = request_id
         started = g.get("started_at")
+        path = redact_tokens(request.path)
         access_logger.info(
             "%s %s %s",
             request.method,
-            request.path,
+            path,
             response.status_code,
             extra={
                 "method": request.method,
-                "path": request.path,
+                "path": path,
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2)
                 if started

@@ -1,12 +1,14 @@
-"""Structured JSON logs with the request id on every line.
+"""Structured JSON logs with the request id on every line, and no secrets from URLs.
 
-python-json-logger turns stdlib log records into one JSON object per line; we only add the
-request id (from a context variable set per request) and the app name.
+python-json-logger turns stdlib log records into one JSON object per line; we add the
+request id (from a context variable set per request) and the app name, and redact the tokens
+a request target may carry (``redact_tokens``) from every line written.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 
@@ -15,12 +17,48 @@ from pythonjsonlogger.json import JsonFormatter
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 app_name_var: ContextVar[str | None] = ContextVar("app_name", default=None)
 
+REDACTED = "REDACTED"
+# What in a URL is a secret, wherever it is logged. Written in the syntax Python and Go (RE2)
+# share: deploy/Caddyfile redacts its access log with these very patterns (a deploy test
+# checks they are the same). A match's first group is kept, the rest becomes REDACTED.
+TOKEN_PATTERNS = (
+    # The segment after magic/, confirm/, ...: sign-in, e-mail confirmation, unsubscribe links.
+    r"(?i)(/(?:magic|confirm|unsubscribe|reset|verify|invite)/)[^/?#\s]+",
+    # A credential's value in a query (also percent-encoded, as in a next= parameter).
+    r"(?i)((?:[?&;]|%3F|%26)(?:token|code|state|access_token|refresh_token|id_token"
+    r"|id_token_hint|logout_token|client_secret|code_verifier|password)(?:=|%3D))[^&#\s]*",
+)
+_TOKEN_REGEXES = tuple(re.compile(pattern) for pattern in TOKEN_PATTERNS)
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` (a path, a URL, a log message) with the secrets of TOKEN_PATTERNS redacted."""
+    for regex in _TOKEN_REGEXES:
+        text = regex.sub(rf"\g<1>{REDACTED}", text)
+    return text
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Tokens out of what ``record`` writes: its message and its ``path`` field."""
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):
+        return  # a malformed call: the handler reports it as logging does
+    redacted = redact_tokens(message)
+    if redacted != message:
+        record.msg, record.args = redacted, None
+    path = getattr(record, "path", None)
+    if isinstance(path, str):
+        record.path = redact_tokens(path)
+
 
 class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         if not hasattr(record, "app"):
             record.app = app_name_var.get()
+        # Any logger's line may name a URL (an error on a path, an HTTP client's request).
+        redact_record(record)
         return True
 
 

@@ -7,6 +7,13 @@ needs is small: count hits per key in a window, say when the window ends (``Retr
 clear a key after a success. A fixed window is three commands in one MULTI:
 ``SET key 0 EX window NX`` (start the window once), ``INCR key``, ``TTL key``.
 
+An attempt is counted *before* it is judged (never "check, then count after"): a burst of
+concurrent requests each gets its own count from INCR, so no more than the limit go through.
+What turns out not to count (a right password) is taken back with ``undo``.
+
+Per-address limits count an IPv4 client by its address and an IPv6 client by its /64 (a
+host picks any address of its /64 at will): ``client_subject()``.
+
 Keys hold a SHA-256 of what they count (an email, an address), never the value itself.
 
 When Redis is down, the limiter **fails open**: the request goes on and a warning is logged.
@@ -19,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from quart import request
@@ -28,6 +34,13 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger("rose_ash.rate_limit")
 KEY_PREFIX = "rose_ash:rate:"
+# DECR keeps the key's TTL; a missing key (its window ended) is not recreated at -1.
+UNDO_SCRIPT = """
+if (tonumber(redis.call('GET', KEYS[1])) or 0) > 0 then
+    return redis.call('DECR', KEYS[1])
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,8 @@ class RateLimiter:
         self.redis = redis
 
     async def hit(self, rule: RateLimit, subject: str) -> RateDecision:
-        """Count one hit; refused once the window has seen more than ``rule.limit``."""
+        """Count one hit, then judge it: refused once the window has seen more than
+        ``rule.limit`` (so of concurrent hits, exactly ``rule.limit`` are allowed)."""
         key = limit_key(rule, subject)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -73,7 +87,9 @@ class RateLimiter:
         return self._decide(rule, int(count), int(ttl))
 
     async def check(self, rule: RateLimit, subject: str) -> RateDecision:
-        """Whether a hit would be refused because the window is already full (counts none)."""
+        """Whether the window is already full (counts nothing). Only for limits whose hits are
+        counted afterwards, when a request turns out to count (the inbox's unverified POSTs:
+        only refusals count); an attempt itself is limited with ``hit``."""
         key = limit_key(rule, subject)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -93,20 +109,22 @@ class RateLimiter:
         except RedisError as exc:
             logger.warning("rate limit %s not reset, Redis failed: %r", rule.name, exc)
 
+    async def undo(self, rule: RateLimit, subject: str) -> None:
+        """Take back one hit (an attempt that turned out not to count, e.g. a right password).
+
+        Only a key that still exists is decremented: one that expired meanwhile is not made
+        again without an expiry."""
+        try:
+            await self.redis.eval(UNDO_SCRIPT, 1, limit_key(rule, subject))
+        except RedisError as exc:
+            logger.warning("rate limit %s not undone, Redis failed: %r", rule.name, exc)
+
     @staticmethod
     def _decide(rule: RateLimit, count: int, ttl: int) -> RateDecision:
         if count <= rule.limit:
             return ALLOWED
         # TTL is -1 only if the key lost its expiry somehow: wait a whole window then.
         return RateDecision(False, ttl if ttl > 0 else rule.window_seconds)
-
-
-def most_restrictive(decisions: Iterable[RateDecision]) -> RateDecision:
-    """Refused if any refused, with the longest wait."""
-    refused = [decision for decision in decisions if not decision.allowed]
-    if not refused:
-        return ALLOWED
-    return max(refused, key=lambda decision: decision.retry_after)
 
 
 def describe_wait(decision: RateDecision) -> str:
@@ -146,3 +164,22 @@ def _is_internal(value: str) -> bool:
     except ValueError:
         return False
     return address.is_private or address.is_loopback
+
+
+def subject_of_address(address: str) -> str:
+    """What per-address limits count for ``address``: an IPv4 address itself (also when
+    written IPv4-mapped), an IPv6 address's /64 network; anything else as it is."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+def client_subject() -> str:
+    """The subject of this request's client for per-address limits (see subject_of_address)."""
+    return subject_of_address(client_ip())

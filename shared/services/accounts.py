@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import APP_NAMES
-from shared.contracts.dtos import AccountDTO, SignInLinkResult, UserDTO
+from shared.contracts.dtos import AccountDTO, SignInLinkAccount, SignInLinkResult, UserDTO
 from shared.contracts.errors import (
     ConflictError,
     ForbiddenError,
@@ -122,6 +122,16 @@ def check_password_rules(password: str) -> str:
     return password
 
 
+def usable_link(token: str, purpose: str) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of a link with ``token`` that can still be used for ``purpose``."""
+    return (
+        MagicLink.token_hash == hash_token(token),
+        MagicLink.purpose == purpose,
+        MagicLink.used_at.is_(None),
+        MagicLink.expires_at > func.now(),
+    )
+
+
 class SqlAccountService:
     def __init__(self, session: AsyncSession, *, hasher: PasswordHasher | None = None) -> None:
         self.session = session
@@ -146,26 +156,16 @@ class SqlAccountService:
         await self.session.flush()
         return token
 
-    @staticmethod
-    def _usable(token: str, purpose: str) -> tuple[ColumnElement[bool], ...]:
-        """The conditions under which a link can still be used."""
-        return (
-            MagicLink.token_hash == hash_token(token),
-            MagicLink.purpose == purpose,
-            MagicLink.used_at.is_(None),
-            MagicLink.expires_at > func.now(),
-        )
-
     async def _find_link(self, token: str, purpose: str) -> MagicLink | None:
         """The link if it can still be used (without using it)."""
-        return await self.session.scalar(select(MagicLink).where(*self._usable(token, purpose)))
+        return await self.session.scalar(select(MagicLink).where(*usable_link(token, purpose)))
 
     async def _use_link(
         self, token: str, purpose: str, *, user_id: int | None = None
     ) -> MagicLink | None:
         """Mark the link used, atomically; the row as it was, or None if it cannot be used
         (or, given ``user_id``, belongs to another member)."""
-        conditions = self._usable(token, purpose)
+        conditions = usable_link(token, purpose)
         if user_id is not None:
             conditions = (*conditions, MagicLink.user_id == user_id)
         used = await self.session.execute(
@@ -198,21 +198,37 @@ class SqlAccountService:
             self.session, email, MAIL_SIGN_IN_LINK, {"token": token, "new_account": user is None}
         )
 
+    async def _member_of_link(self, link: MagicLink) -> User | None:
+        """The member a sign-in link signs in, None for a newcomer's address;
+        InvalidInputError if it was sent to an address the member no longer has."""
+        if link.user_id is None:
+            return await self._user_by_email(link.email)
+        user = await self.session.get(User, link.user_id)
+        # A link sent before the member changed their address proves the old one only.
+        if user is None or user.email.lower() != link.email.lower():
+            raise InvalidInputError(INVALID_LINK)
+        return user
+
+    async def get_sign_in_link_account(self, token: str) -> SignInLinkAccount:
+        link = await self.session.scalar(
+            select(MagicLink).where(*usable_link(token, PURPOSE_SIGN_IN))
+        )
+        if link is None:
+            raise InvalidInputError(INVALID_LINK)
+        user = await self._member_of_link(link)
+        if user is None:
+            return SignInLinkAccount(email=link.email, username=None, new_account=True)
+        return SignInLinkAccount(email=user.email, username=user.username, new_account=False)
+
     async def do_consume_sign_in_link(self, token: str) -> SignInLinkResult:
         link = await self._use_link(token, PURPOSE_SIGN_IN)
         if link is None:
             raise InvalidInputError(INVALID_LINK)
         new_account = False
-        if link.user_id is not None:
-            user = await self.session.get(User, link.user_id)
-            # A link sent before the member changed their address proves the old one only.
-            if user is None or user.email.lower() != link.email.lower():
-                raise InvalidInputError(INVALID_LINK)
-        else:
-            user = await self._user_by_email(link.email)
-            if user is None:
-                user = await self._create_member(link.email)
-                new_account = True
+        user = await self._member_of_link(link)
+        if user is None:
+            user = await self._create_member(link.email)
+            new_account = True
         if user.email_verified_at is None:
             user.email_verified_at = datetime.now(UTC)
             await self.session.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -18,18 +19,21 @@ from werkzeug.datastructures import Headers
 from federation.app import create_app
 from federation.bp.login import (
     LINKS_PER_EMAIL,
+    LINKS_PER_IP,
     PASSWORD_FAILURES_PER_EMAIL,
+    PASSWORD_FAILURES_PER_IP,
     safe_next,
 )
 from federation.services.member_session import SSO_COOKIE
 from shared.config import CookieSettings, SessionSettings, Settings
+from shared.infrastructure.rate_limit import RateLimiter
 from shared.models.identity import MagicLink, SsoSession
 from shared.models.outbox import OutboxEvent
 from shared.models.users import User
 from shared.services.accounts import MAIL_EVENT, SqlAccountService
 from shared.services.sso import SqlSsoService, hash_token
 from shared.services.users import SqlUserService
-from tests.conftest import ClientMaker
+from tests.conftest import ClientMaker, serving
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 HTML = {"Accept": "text/html"}
@@ -40,6 +44,16 @@ async def client(make_client: ClientMaker) -> QuartClient:
     return await make_client(create_app)
 
 
+@pytest.fixture
+async def pooled_client(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[QuartClient]:
+    """A client of an app with its own connection pool, for concurrent requests (the test's
+    one connection serves one request at a time). Nothing it does may be committed.
+    Its pool lets a whole burst (below) hold a connection each (16 + 16 overflow)."""
+    pooled = settings.model_copy(update={"db_pool_size": 16})
+    async with serving(create_app(pooled)) as client:
+        yield client
+
+
 async def csrf_token(client: QuartClient) -> str:
     page = await (await client.get("/login")).get_data(as_text=True)
     match = CSRF.search(page)
@@ -47,11 +61,22 @@ async def csrf_token(client: QuartClient) -> str:
     return match.group(1)
 
 
+def from_address(address: str | None) -> dict[str, Any]:
+    """A request's scope from the client at ``address`` (the test client has none by default)."""
+    return {"client": (address, 40000)} if address else {}
+
+
 async def request_link(
-    client: QuartClient, email: str, next_url: str = "/", token: str | None = None
+    client: QuartClient,
+    email: str,
+    next_url: str = "/",
+    token: str | None = None,
+    address: str | None = None,
 ) -> tuple[int, str]:
     form = {"email": email, "next": next_url, "csrf_token": token or await csrf_token(client)}
-    response = await client.post("/login", form=form, headers=HTML)
+    response = await client.post(
+        "/login", form=form, headers=HTML, scope_base=from_address(address)
+    )
     return response.status_code, await response.get_data(as_text=True)
 
 
@@ -70,15 +95,23 @@ async def mail_count(session: AsyncSession) -> int:
 
 
 async def password_login(
-    client: QuartClient, email: str, password: str, next_url: str = "/"
+    client: QuartClient,
+    email: str,
+    password: str,
+    next_url: str = "/",
+    *,
+    address: str | None = None,
+    token: str | None = None,
 ) -> tuple[int, str, Headers]:
     form = {
         "email": email,
         "password": password,
         "next": next_url,
-        "csrf_token": await csrf_token(client),
+        "csrf_token": token or await csrf_token(client),
     }
-    response = await client.post("/login/password", form=form, headers=HTML)
+    response = await client.post(
+        "/login/password", form=form, headers=HTML, scope_base=from_address(address)
+    )
     return response.status_code, await response.get_data(as_text=True), response.headers
 
 
@@ -185,7 +218,8 @@ async def test_a_magic_link_signs_in_once_and_goes_on_to_next(
     page = await (await client.get("/login")).get_data(as_text=True)
     assert "You are signed in as" in page
     # Replayed: refused with a way forward, and no second session.
-    replay = await follow_magic_link(client, token)
+    assert (await client.get(f"/login/magic/{token}")).status_code == 400
+    replay = await press_sign_in(client, token)
     assert replay.status_code == 400
     assert "expired or has already been used" in await replay.get_data(as_text=True)
     assert await session.scalar(select(func.count()).select_from(SsoSession)) == 1
@@ -196,7 +230,8 @@ async def test_an_expired_magic_link_is_refused(client: QuartClient, session: As
     [token] = await mailed_tokens(session)
     await session.execute(update(MagicLink).values(expires_at=func.now() - timedelta(seconds=1)))
     await session.commit()
-    response = await follow_magic_link(client, token, headers=HTML)
+    assert (await client.get(f"/login/magic/{token}")).status_code == 400
+    response = await press_sign_in(client, token)
     assert response.status_code == 400
     page = await response.get_data(as_text=True)
     assert "expired or has already been used" in page
@@ -322,6 +357,89 @@ async def test_password_lockout_and_recovery(
     assert await redis.keys("rose_ash:rate:login-password-email:*") == []
 
 
+async def test_link_requests_are_limited_per_client_address(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    """Many addresses (each under its own limit) from one client: its limit holds, and an
+    IPv6 client is one client across its /64."""
+    token = await csrf_token(client)
+    emails = [f"m{n}@example.org" for n in range(LINKS_PER_IP.limit + 1)]
+    for n, email in enumerate(emails[:-1]):
+        address = f"2001:db8:1:2::{n + 1:x}"  # each request from another address of one /64
+        assert (await request_link(client, email, token=token, address=address))[0] == 200
+    status, page = await request_link(client, emails[-1], token=token, address="2001:db8:1:2::ff")
+    assert status == 429
+    assert "Too many attempts" in page
+    assert await mail_count(session) == LINKS_PER_IP.limit
+    # Another network, and an IPv4 client, are counted apart.
+    assert (await request_link(client, emails[-1], token=token, address="2001:db8:1:3::1"))[
+        0
+    ] == 200
+    assert (await request_link(client, emails[-1], token=token, address="203.0.113.9"))[0] == 200
+
+
+async def test_right_passwords_do_not_use_up_the_client_address_limit(
+    client: QuartClient, session: AsyncSession, redis: aioredis.Redis
+) -> None:
+    """Members behind one address (an office) signing in with their passwords are no failures."""
+    await set_up_password(session, "ann@example.org", "correct horse battery")
+    limiter = RateLimiter(redis)
+    for _ in range(PASSWORD_FAILURES_PER_IP.limit - 1):  # others failed from there before
+        await limiter.hit(PASSWORD_FAILURES_PER_IP, "192.0.2.1")
+    for _ in range(2):  # the last attempt left, and again: each right one is taken back
+        status, _, _ = await password_login(
+            client, "ann@example.org", "correct horse battery", address="192.0.2.1"
+        )
+        assert status == 303
+
+
+async def burst_of_passwords(client: QuartClient, emails: list[str], address: str) -> list[int]:
+    """Wrong passwords for ``emails``, all sent at once from ``address``: their statuses."""
+    token = await csrf_token(client)
+    answers = await asyncio.gather(
+        *(
+            password_login(client, email, "wrong guess!", address=address, token=token)
+            for email in emails
+        )
+    )
+    return [status for status, _, _ in answers]
+
+
+async def test_a_burst_of_wrong_passwords_gets_no_more_checks_than_the_limit(
+    pooled_client: QuartClient,
+) -> None:
+    """Concurrent guesses at one address's password: each is counted before it is checked.
+    (An address without an account fails alike, after a password check all the same.)"""
+    burst = PASSWORD_FAILURES_PER_EMAIL.limit + 10
+    statuses = await burst_of_passwords(pooled_client, ["ann@example.org"] * burst, "203.0.113.5")
+    # 422: the password was checked (and wrong); 429: refused before any check.
+    assert statuses.count(422) == PASSWORD_FAILURES_PER_EMAIL.limit
+    assert statuses.count(429) == burst - PASSWORD_FAILURES_PER_EMAIL.limit
+
+
+async def test_a_burst_across_members_gets_no_more_checks_than_the_address_limit(
+    pooled_client: QuartClient,
+) -> None:
+    """Concurrent guesses at many addresses' passwords (each under its own limit) from one
+    client, an IPv6 one: the limit per client address holds, for its whole /64."""
+    burst = PASSWORD_FAILURES_PER_IP.limit + 10
+    emails = [f"m{n}@example.org" for n in range(burst)]
+    statuses = await burst_of_passwords(pooled_client, emails, "2001:db8:9::1")
+    assert statuses.count(422) == PASSWORD_FAILURES_PER_IP.limit
+    assert statuses.count(429) == burst - PASSWORD_FAILURES_PER_IP.limit
+    status, page, headers = await password_login(
+        pooled_client, "x@example.org", "guess", address="2001:db8:9::2"
+    )
+    assert status == 429
+    assert "Too many attempts" in page
+    assert 0 < int(headers["Retry-After"]) <= PASSWORD_FAILURES_PER_IP.window_seconds
+    # Another network is not held back.
+    status, _, _ = await password_login(
+        pooled_client, "x@example.org", "guess", address="2001:db8:a::1"
+    )
+    assert status == 422
+
+
 async def test_sign_out_ends_the_session_and_clears_the_cookie(
     client: QuartClient, session: AsyncSession
 ) -> None:
@@ -356,6 +474,12 @@ async def follow_magic_link(
     return await client.post(
         f"/login/magic/{token}", form={"csrf_token": csrf.group(1)}, headers=headers
     )
+
+
+async def press_sign_in(client: QuartClient, token: str) -> Any:
+    """The link page's button pressed without opening the page now (it was open before)."""
+    form = {"csrf_token": await csrf_token(client)}
+    return await client.post(f"/login/magic/{token}", form=form, headers=HTML)
 
 
 async def test_opening_the_link_does_not_use_it(client: QuartClient, session: AsyncSession) -> None:
@@ -483,3 +607,46 @@ async def test_plain_cookie_names_over_http_in_development(
     [sso] = [c for c in headers.getlist("Set-Cookie") if "federation_sso=" in c]
     assert sso.startswith(f"{SSO_COOKIE}=")  # browsers refuse __Host- without Secure
     assert "Secure" not in sso
+
+
+async def test_the_link_page_names_the_account_it_signs_in_to(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    """Mallory mails Ann a link to Mallory's account (to have Ann use it as her own): the page
+    the link opens says whose account it is before anyone presses the button."""
+    member = await SqlUserService(session).create_user("Mallory@Example.org")
+    await SqlAccountService(session).do_change_username(member.id, "mallory")
+    await session.commit()
+    await request_link(client, "mallory@example.org")
+    [token] = await mailed_tokens(session)
+    response = await client.get(f"/login/magic/{token}")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    page = await response.get_data(as_text=True)
+    assert '<strong class="link-email">Mallory@Example.org</strong>' in page
+    assert '<strong class="link-username">mallory</strong>' in page
+    assert await session.scalar(select(func.count()).select_from(SsoSession)) == 0
+
+
+async def test_the_link_page_of_a_newcomer_says_it_creates_their_account(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await request_link(client, "new@example.org")
+    [token] = await mailed_tokens(session)
+    page = await (await client.get(f"/login/magic/{token}")).get_data(as_text=True)
+    assert 'creates a Rose Ash account for <strong class="link-email">new@example.org' in page
+    assert "link-username" not in page
+
+
+async def test_the_page_of_a_used_link_says_so_and_names_no_one(
+    client: QuartClient, session: AsyncSession
+) -> None:
+    await request_link(client, "ann@example.org")
+    [token] = await mailed_tokens(session)
+    await follow_magic_link(client, token)
+    for path in [f"/login/magic/{token}", "/login/magic/not-a-token"]:
+        response = await client.get(path, headers=HTML)
+        assert response.status_code == 400
+        page = await response.get_data(as_text=True)
+        assert "expired or has already been used" in page
+        assert "ann@example.org" not in page.split("You are signed in as")[0]

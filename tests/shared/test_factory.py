@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypercorn.config import Config as HypercornConfig
 from quart import Quart, Response, request
 from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy import select
@@ -15,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from shared.config import Settings
 from shared.contracts.errors import ConflictError, NotFoundError
 from shared.contracts.protocols import KeyValueService
+from shared.infrastructure.asgi import send_answer
 from shared.infrastructure.context import get_service
 from shared.infrastructure.factory import create_base_app
+from shared.infrastructure.logging import REDACTED, redact_tokens
 from shared.infrastructure.security import csrf_exempt, get_csrf_token
 from shared.models.key_values import KeyValue
 from tests.conftest import ClientMaker, serving
@@ -40,6 +45,10 @@ def create_probe_app(settings: Settings) -> Quart:
     @app.get("/missing")
     async def missing() -> str:
         raise NotFoundError("no such post")
+
+    @app.get("/unsubscribe/<secret>")
+    async def unsubscribe(secret: str) -> str:
+        raise RuntimeError("kaput")  # logged as an unhandled error, with the path
 
     @app.get("/token")
     async def token() -> str:
@@ -219,6 +228,104 @@ async def test_logs_are_json_lines_with_the_request_id(
     assert record["logger"] == "rose_ash.access"
     assert record["status"] == 200
     assert record["app"] == "blog"
+
+
+SECRET = "s3cr3t-T0ken_value"
+TOKEN_TARGETS = [
+    f"/login/magic/{SECRET}",
+    f"/email/confirm/{SECRET}",
+    f"/unsubscribe/{SECRET}",
+    f"/auth/callback?code={SECRET}&state={SECRET}",
+    f"/login?next=%2Foauth%2Fauthorize%3Fclient_id%3Dblog%26state%3D{SECRET}",
+    f"/logout?id_token_hint={SECRET}&post_logout_redirect_uri=/",
+    f"/x?token={SECRET}",
+    f"/x?access_token={SECRET}",
+    f"/x?refresh_token={SECRET}",
+]
+
+
+@pytest.mark.parametrize("target", TOKEN_TARGETS)
+def test_redact_tokens_leaves_no_token(target: str) -> None:
+    redacted = redact_tokens(target)
+    assert SECRET not in redacted
+    assert REDACTED in redacted
+
+
+@pytest.mark.parametrize(
+    "target", ["/oauth/token", "/ap/objects/abc123", "/posts/decode?barcode=1", "/login?next=/"]
+)
+def test_redact_tokens_leaves_other_urls_alone(target: str) -> None:
+    assert redact_tokens(target) == target
+
+
+async def test_access_log_lines_of_token_urls_hold_no_token(
+    client: QuartClient, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The records (as any handler gets them) and the JSON lines written: no token."""
+    with caplog.at_level(logging.INFO, logger="rose_ash.access"):
+        for target in TOKEN_TARGETS:
+            await client.get(target, headers={"X-Request-ID": "token-url"})
+    access = [r for r in caplog.records if r.name == "rose_ash.access"]
+    assert len(access) == len(TOKEN_TARGETS)
+    assert {r.getMessage() for r in access} >= {
+        f"GET /login/magic/{REDACTED} 404",
+        f"GET /email/confirm/{REDACTED} 404",
+        f"GET /unsubscribe/{REDACTED} 500",
+    }
+    assert all(SECRET not in r.getMessage() + getattr(r, "path", "") for r in access)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "token-url" in line]
+    assert any('"logger": "rose_ash.errors"' in line for line in lines)  # the 500's error
+    assert len(lines) > len(TOKEN_TARGETS)
+    assert all(SECRET not in line for line in lines)
+
+
+async def test_any_loggers_lines_are_redacted_when_written(
+    client: QuartClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    await client.get("/healthz")  # the app's JSON handler is installed
+    logging.getLogger("httpx").warning(
+        "HTTP Request: GET %s", f"http://blog:8000/auth/callback?code={SECRET}"
+    )
+    [line] = [line for line in capfd.readouterr().err.splitlines() if "HTTP Request" in line]
+    assert (
+        json.loads(line)["message"]
+        == f"HTTP Request: GET http://blog:8000/auth/callback?code={REDACTED}"
+    )
+
+
+async def test_answers_sent_before_quart_are_logged_without_tokens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": f"/login/magic/{SECRET}", "headers": []}
+    with caplog.at_level(logging.INFO, logger="rose_ash.access"):
+        await send_answer(
+            scope,
+            send,
+            app_name="federation",
+            status=200,
+            headers=[],
+            body=b"cached",
+            started=time.perf_counter(),
+        )
+    [record] = [r for r in caplog.records if r.name == "rose_ash.access"]
+    assert record.getMessage() == f"GET /login/magic/{REDACTED} 200"
+    assert getattr(record, "path", None) == f"/login/magic/{REDACTED}"
+    assert sent[-1]["body"] == b"cached"
+
+
+@pytest.mark.parametrize("app", ["blog", "market", "cart", "events", "federation", "account"])
+def test_hypercorn_writes_no_access_log_of_its_own(app: str) -> None:
+    """Hypercorn's access log would write raw request lines (tokens and all): it stays off,
+    and the apps' own (redacted) access log is the one."""
+    config = HypercornConfig.from_toml(
+        Path(__file__).parents[2] / app / "config" / "hypercorn.toml"
+    )
+    assert config.accesslog is None
 
 
 async def test_healthz_answers_without_dependencies(client: QuartClient) -> None:

@@ -56,7 +56,6 @@ dropped (there is nothing of that actor to delete).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
@@ -93,7 +92,12 @@ from shared.infrastructure.activitypub.signatures import (
     verify_request,
 )
 from shared.infrastructure.context import get_session, get_state, get_state_redis
-from shared.infrastructure.rate_limit import RateDecision, RateLimit, RateLimiter, client_ip
+from shared.infrastructure.rate_limit import (
+    RateDecision,
+    RateLimit,
+    RateLimiter,
+    client_subject,
+)
 from shared.infrastructure.security import csrf_exempt
 from shared.models.ap_actors import ApRemoteActor
 
@@ -352,20 +356,6 @@ async def check_rate(settings: Settings, key_id: str) -> None:
 def refuse_over_rate(decision: RateDecision) -> None:
     if not decision.allowed:
         raise RefusedPostError(429, "rate limited", {"Retry-After": str(decision.retry_after)})
-
-
-def client_subject() -> str:
-    """The client's address as the unverified limit keys it: an IPv6 address by its /64 (what
-    one site is usually given, so a client cannot dodge the limit by changing address within
-    it), any other whole."""
-    address = client_ip()
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
 
 
 async def check_unverified_rate(settings: Settings) -> None:
