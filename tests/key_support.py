@@ -15,8 +15,6 @@ from shared.infrastructure.activitypub.keys import generate_keypair
 from shared.models.ap_actors import ApKeypair
 from shared.models.identity import SigningKey
 
-OIDC_KEY_SECRET = "oidc-key-secret-given-only-to-federation-and-the-worker"
-AP_KEY_SECRET = "ap-key-secret-given-to-the-apps-and-the-worker-only"
 # The labels older versions derived their keys from SECRET_KEY with (HKDF info).
 OIDC_LABEL = b"rose-ash oauth signing keys"
 AP_LABEL = b"rose-ash activitypub keypair"

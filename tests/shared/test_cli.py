@@ -10,8 +10,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import create_session_factory
 from shared.embedded import EmbeddedPostgres
-from tests.conftest import TEST_SECRET_KEY, asyncpg_url
-from tests.key_support import AP_KEY_SECRET, OIDC_KEY_SECRET, store_old_rows
+from tests.conftest import (
+    TEST_AP_KEY_SECRET,
+    TEST_OIDC_KEY_SECRET,
+    TEST_SECRET_KEY,
+    asyncpg_url,
+)
+from tests.key_support import store_old_rows
 
 
 def rose_ash(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
@@ -92,8 +97,8 @@ async def test_keys_reencrypt_moves_old_keys_once_and_reports_it(
         "DATABASE_URL": url,
         "REDIS_URL": redis_url,
         "SECRET_KEY": TEST_SECRET_KEY,
-        "OIDC_KEY_SECRET": OIDC_KEY_SECRET,
-        "AP_KEY_SECRET": AP_KEY_SECRET,
+        "OIDC_KEY_SECRET": TEST_OIDC_KEY_SECRET,
+        "AP_KEY_SECRET": TEST_AP_KEY_SECRET,
     }
     first = rose_ash("keys", "reencrypt", **env)
     assert first.returncode == 0, first.stderr

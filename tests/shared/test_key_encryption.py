@@ -25,25 +25,21 @@ from shared.services.key_encryption import (
     get_secret_material,
 )
 from shared.services.signing_keys import do_create_signing_key, get_active_signing_key
-from tests.key_support import (
-    AP_KEY_SECRET,
-    AP_LABEL,
-    OIDC_KEY_SECRET,
-    OIDC_LABEL,
-    old_derivation,
-    store_old_rows,
-)
+from tests.key_support import AP_LABEL, OIDC_LABEL, old_derivation, store_old_rows
 
 
 @pytest.fixture
 def federation_settings(settings: Settings) -> Settings:
-    """Federation's (and the worker's) settings: both key secrets set."""
-    return settings.model_copy(
-        update={
-            "oidc_key_secret": SecretStr(OIDC_KEY_SECRET),
-            "ap_key_secret": SecretStr(AP_KEY_SECRET),
-        }
-    )
+    """Federation's (and the worker's) settings: both key secrets set (tests/conftest.py)."""
+    assert settings.oidc_key_secret is not None
+    assert settings.ap_key_secret is not None
+    return settings
+
+
+@pytest.fixture
+def other_app_settings(settings: Settings) -> Settings:
+    """What any other app (blog, cart, ...) holds: SECRET_KEY, and no OIDC_KEY_SECRET."""
+    return settings.model_copy(update={"oidc_key_secret": None, "ap_key_secret": None})
 
 
 @pytest.fixture(autouse=True)
@@ -117,24 +113,24 @@ async def test_reencrypt_moves_old_rows_to_the_new_secrets_once(
 
 @pytest.mark.usefixtures("no_stored_keys")
 async def test_after_reencryption_secret_key_alone_cannot_decrypt_the_oidc_key(
-    session: AsyncSession, settings: Settings, federation_settings: Settings
+    session: AsyncSession, other_app_settings: Settings, federation_settings: Settings
 ) -> None:
     await store_old_rows(session, federation_settings.secret_key.get_secret_value())
     await do_reencrypt_keys(session, federation_settings)
     token = await stored_token(session, SigningKey)
-    # What any other app (blog, cart, ...) holds: SECRET_KEY, and no OIDC_KEY_SECRET.
+    secret_key = other_app_settings.secret_key.get_secret_value()
     with pytest.raises(InvalidToken):
-        old_derivation(settings.secret_key.get_secret_value(), OIDC_LABEL).decrypt(token)
+        old_derivation(secret_key, OIDC_LABEL).decrypt(token)
     with pytest.raises(KeyEncryptionError, match="cannot be decrypted with OIDC_KEY_SECRET"):
-        await get_active_signing_key(session, settings)
-    production = settings.model_copy(update={"env": "production"})
+        await get_active_signing_key(session, other_app_settings)
+    production = other_app_settings.model_copy(update={"env": "production"})
     with pytest.raises(KeyEncryptionError, match="OIDC_KEY_SECRET is required in production"):
         await get_active_signing_key(session, production)
 
 
 @pytest.mark.usefixtures("no_stored_keys")
 async def test_reencrypt_with_the_wrong_secret_is_refused_and_changes_nothing(
-    session: AsyncSession, settings: Settings, federation_settings: Settings
+    session: AsyncSession, federation_settings: Settings
 ) -> None:
     await store_old_rows(session, federation_settings.secret_key.get_secret_value())
     await do_reencrypt_keys(session, federation_settings)
@@ -145,8 +141,10 @@ async def test_reencrypt_with_the_wrong_secret_is_refused_and_changes_nothing(
     assert await stored_token(session, SigningKey) == before
 
 
-def test_development_derives_distinct_secrets_from_secret_key(settings: Settings) -> None:
-    oidc = get_secret_material(settings, "oidc")
-    ap = get_secret_material(settings, "activitypub")
+def test_development_derives_distinct_secrets_from_secret_key(
+    other_app_settings: Settings,
+) -> None:
+    oidc = get_secret_material(other_app_settings, "oidc")
+    ap = get_secret_material(other_app_settings, "activitypub")
     assert oidc != ap
-    assert settings.secret_key.get_secret_value().encode() not in (oidc, ap)
+    assert other_app_settings.secret_key.get_secret_value().encode() not in (oidc, ap)
