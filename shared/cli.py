@@ -198,11 +198,12 @@ async def with_session(settings: Settings, work: SessionWork[T]) -> T:
 
 
 def run_domain(work: SessionWork[T]) -> T:
-    """Run a domain call for an operator: domain errors become clear messages."""
+    """Run a domain call for an operator: domain errors (and a key secret missing or not the
+    one the stored keys were encrypted with) become clear messages."""
     settings = load_settings_or_exit()
     try:
         return asyncio.run(with_session(settings, work))
-    except DomainError as exc:
+    except (DomainError, KeyEncryptionError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -291,10 +292,7 @@ def keys_reencrypt(only: KeyKind | None) -> None:
     Idempotent: keys already under their own secret are left as they are."""
     settings = load_settings_or_exit()
     kinds: tuple[KeyKind, ...] = (only,) if only else ("oidc", "activitypub")
-    try:
-        reports = run_domain(lambda session: do_reencrypt_keys(session, settings, kinds))
-    except KeyEncryptionError as exc:
-        raise click.ClickException(str(exc)) from None
+    reports = run_domain(lambda session: do_reencrypt_keys(session, settings, kinds))
     for report in reports:
         click.echo(
             f"{DESCRIPTIONS[report.kind]}: {report.reencrypted} re-encrypted, "
