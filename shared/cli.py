@@ -45,6 +45,12 @@ from shared.infrastructure.activitypub.follows import (
 from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.migrations import do_downgrade, do_upgrade, get_current
 from shared.seed import do_seed_demo_data
+from shared.services.key_encryption import (
+    DESCRIPTIONS,
+    KeyEncryptionError,
+    KeyKind,
+    do_reencrypt_keys,
+)
 from shared.services.oauth_clients import (
     do_add_third_party_client,
     do_remove_client,
@@ -192,11 +198,12 @@ async def with_session(settings: Settings, work: SessionWork[T]) -> T:
 
 
 def run_domain(work: SessionWork[T]) -> T:
-    """Run a domain call for an operator: domain errors become clear messages."""
+    """Run a domain call for an operator: domain errors (and a key secret missing or not the
+    one the stored keys were encrypted with) become clear messages."""
     settings = load_settings_or_exit()
     try:
         return asyncio.run(with_session(settings, work))
-    except DomainError as exc:
+    except (DomainError, KeyEncryptionError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -266,6 +273,31 @@ def oauth_key_rotate() -> None:
 def oauth_key_prune() -> None:
     """Delete keys retired more than a day ago."""
     click.echo(f"deleted {run_domain(do_prune_signing_keys)} retired keys")
+
+
+@main.group()
+def keys() -> None:
+    """The stored private keys' encryption (see shared/services/key_encryption.py)."""
+
+
+@keys.command("reencrypt")
+@click.option(
+    "--only",
+    type=click.Choice(["oidc", "activitypub"]),
+    help="Only this kind (run it where that kind's secret is set). Default: both.",
+)
+def keys_reencrypt(only: KeyKind | None) -> None:
+    """Encrypt the stored keys still under SECRET_KEY with OIDC_KEY_SECRET / AP_KEY_SECRET.
+
+    Idempotent: keys already under their own secret are left as they are."""
+    settings = load_settings_or_exit()
+    kinds: tuple[KeyKind, ...] = (only,) if only else ("oidc", "activitypub")
+    reports = run_domain(lambda session: do_reencrypt_keys(session, settings, kinds))
+    for report in reports:
+        click.echo(
+            f"{DESCRIPTIONS[report.kind]}: {report.reencrypted} re-encrypted, "
+            f"{report.current} already under their own secret"
+        )
 
 
 @main.group()

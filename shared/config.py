@@ -360,6 +360,16 @@ class Settings(BaseSettings):
     # Signs internal requests (/internal/..., /metrics) between the apps; unset, it is derived
     # from SECRET_KEY with HMAC (shared.infrastructure.internal_auth.get_internal_secret).
     internal_secret: SecretStr | None = None
+    # Encrypt the stored private keys (shared.services.key_encryption): the OIDC signing keys
+    # (only federation and the worker are given OIDC_KEY_SECRET) and the ActivityPub keypair
+    # (every app and the worker). Unset, each is derived from SECRET_KEY, in development and
+    # tests only: production needs AP_KEY_SECRET everywhere, OIDC_KEY_SECRET where it is used.
+    oidc_key_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("oidc_key_secret", "OIDC_KEY_SECRET")
+    )
+    ap_key_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ap_key_secret", "AP_KEY_SECRET")
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -370,10 +380,10 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return f"postgresql+asyncpg://{rest}"
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "oidc_key_secret", "ap_key_secret")
     @classmethod
-    def check_secret_key(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+    def check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
         return value
 
@@ -411,6 +421,8 @@ class Settings(BaseSettings):
     def check_production_needs(self) -> Settings:
         if self.env == "production" and self.smtp is None:
             raise ValueError("ROSE_ASH_SMTP__HOST: production needs an SMTP server for mail")
+        if self.env == "production" and self.ap_key_secret is None:
+            raise ValueError("AP_KEY_SECRET: production needs it (the ActivityPub key's secret)")
         return self
 
     @classmethod
@@ -499,6 +511,8 @@ def env_var_name(loc: tuple[int | str, ...]) -> str:
         return "REDIS_STATE_URL"
     if top in ("secret_key", "SECRET_KEY", "ROSE_ASH_SECRET_KEY"):
         return "SECRET_KEY"
+    if top in ("oidc_key_secret", "OIDC_KEY_SECRET", "ap_key_secret", "AP_KEY_SECRET"):
+        return top.upper()
     if top.startswith(ENV_PREFIX):
         top = top.removeprefix(ENV_PREFIX)
     return ENV_PREFIX + "__".join([top, *(str(part) for part in loc[1:])]).upper()

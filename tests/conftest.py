@@ -32,6 +32,9 @@ from tests.sso_support import FakeFederation, Member, make_member
 
 TEST_DATABASE = "rose_ash_test"
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-the-check"
+# The stored private keys' secrets, as production gives them to federation and the worker.
+TEST_OIDC_KEY_SECRET = "test-oidc-key-secret-given-to-federation-and-the-worker"
+TEST_AP_KEY_SECRET = "test-activitypub-key-secret-given-to-the-apps-and-the-worker"
 
 AppFactory = Callable[[Settings], Quart]
 ClientMaker = Callable[[AppFactory], Awaitable[QuartClient]]
@@ -48,12 +51,13 @@ def platform_environment(
 ) -> dict[str, str]:
     """The environment of the platform's processes a test starts (apps under Hypercorn, the
     worker): this process's environment without its own settings (ROSE_ASH_*, TEST_*, the
-    database, Redis and secret), then the test environment's, the apps' URLs and ``extra``."""
+    database, Redis and secrets), then the test environment's, the apps' URLs and ``extra``."""
     inherited = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("ROSE_ASH_", "TEST_"))
-        and key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}
+        and key
+        not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "OIDC_KEY_SECRET", "AP_KEY_SECRET"}
     }
     return {
         **inherited,
@@ -130,6 +134,10 @@ def settings(database_url: str, redis_url: str) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         secret_key=TEST_SECRET_KEY,
+        # Explicit, so that apps started with copies of these settings (production ones too)
+        # agree on the key the signing key they create at start is encrypted with.
+        oidc_key_secret=TEST_OIDC_KEY_SECRET,
+        ap_key_secret=TEST_AP_KEY_SECRET,
         # Tests run the outbox processor themselves (process_due_events), inside their
         # transaction; a background kick would race them on the shared connection.
         outbox_after_commit=False,

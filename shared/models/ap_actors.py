@@ -1,8 +1,8 @@
 """ActivityPub identity: our one signing keypair, and the remote actors we know.
 
 Every local actor (one per app, and the instance actor) is a projection of the single
-keypair in ``ap_keypairs``; its private key is stored encrypted with a key derived from the
-app secret (shared.infrastructure.activitypub.keys). Remote actors are cached with their
+keypair in ``ap_keypairs``; its private key is stored encrypted with a key derived from
+AP_KEY_SECRET (shared.services.key_encryption). Remote actors are cached with their
 public key and refetched when a signature names a key we do not hold (key rotation).
 """
 
@@ -23,7 +23,8 @@ class ApKeypair(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     public_key_pem: Mapped[str] = mapped_column(Text, nullable=False)
-    # The PKCS#8 PEM, encrypted (Fernet) with a key derived from SECRET_KEY.
+    # The PKCS#8 PEM, encrypted (Fernet) with a key derived from AP_KEY_SECRET (rows of older
+    # versions: from SECRET_KEY, until `rose-ash keys reencrypt`).
     private_key_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
     created_at: Mapped[datetime] = utc_now_column()

@@ -5,26 +5,24 @@ old one is marked retired but stays in the JWKS, so tokens it signed still verif
 `rose-ash oauth key prune` deletes keys retired longer ago than RETIRED_KEY_GRACE (longer
 than any token they signed lives). Clients refetch the JWKS when they meet an unknown `kid`.
 
-Private keys are stored encrypted (Fernet, with a key derived from SECRET_KEY by HKDF), so a
-database dump alone cannot sign tokens. joserfc generates and serialises the keys.
+Private keys are stored encrypted with OIDC_KEY_SECRET (shared.services.key_encryption), which
+only federation and the worker hold: neither a database dump nor another app's SECRET_KEY can
+sign tokens. joserfc generates and serialises the keys.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import RSAKey
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.models.identity import SigningKey
+from shared.services.key_encryption import decrypt_private_key, encrypt_private_key
 
 KEY_SIZE = 2048
 RETIRED_KEY_GRACE = timedelta(days=1)
@@ -36,13 +34,6 @@ class ActiveKey:
     key: RSAKey
 
 
-def key_encryption(settings: Settings) -> Fernet:
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"rose-ash oauth signing keys"
-    ).derive(settings.secret_key.get_secret_value().encode())
-    return Fernet(base64.urlsafe_b64encode(derived))
-
-
 async def do_create_signing_key(session: AsyncSession, settings: Settings) -> ActiveKey:
     key = RSAKey.generate_key(KEY_SIZE, {"use": "sig", "alg": "RS256"}, private=True)
     kid = key.thumbprint()
@@ -52,7 +43,7 @@ async def do_create_signing_key(session: AsyncSession, settings: Settings) -> Ac
     session.add(
         SigningKey(
             kid=kid,
-            private_key_encrypted=key_encryption(settings).encrypt(pem).decode(),
+            private_key_encrypted=encrypt_private_key(settings, "oidc", pem),
             public_jwk=public,
         )
     )
@@ -70,7 +61,7 @@ async def get_active_signing_key(session: AsyncSession, settings: Settings) -> A
     )
     if row is None:
         return await do_create_signing_key(session, settings)
-    pem = key_encryption(settings).decrypt(row.private_key_encrypted.encode())
+    pem = decrypt_private_key(settings, "oidc", row.private_key_encrypted)
     return ActiveKey(
         row.kid, RSAKey.import_key(pem, {"kid": row.kid, "use": "sig", "alg": "RS256"})
     )

@@ -170,6 +170,21 @@ def test_secrets_are_swarm_secrets_never_plain_values(stack: dict[str, Any]) -> 
         sources = {s["source"] for s in stack["services"][service]["secrets"]}
         assert "rose_ash_smtp__password" in sources, service
         assert stack["services"][service]["environment"]["ROSE_ASH_SMTP__HOST"] is not None
+    # The OIDC signing keys' secret only where tokens are signed; the AP key's where actors sign.
+    for name in ("oidc_key_secret", "ap_key_secret"):
+        assert declared[name]["external"] is True
+    holders = {
+        name: {s["source"] for s in service.get("secrets", [])}
+        for name, service in stack["services"].items()
+    }
+    assert {n for n, sources in holders.items() if "oidc_key_secret" in sources} == {
+        "federation",
+        "worker",
+    }
+    assert {n for n, sources in holders.items() if "ap_key_secret" in sources} == {
+        *APPS,
+        "worker",
+    }
     internal = json.loads(
         stack["services"]["blog"]["environment"]["ROSE_ASH_FRAGMENTS__INTERNAL_URLS"]
     )

@@ -6,8 +6,17 @@ import os
 import subprocess
 import sys
 
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.db import create_session_factory
 from shared.embedded import EmbeddedPostgres
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import (
+    TEST_AP_KEY_SECRET,
+    TEST_OIDC_KEY_SECRET,
+    TEST_SECRET_KEY,
+    asyncpg_url,
+)
+from tests.key_support import store_old_rows
 
 
 def rose_ash(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
@@ -67,3 +76,43 @@ def test_serve_refuses_an_unknown_app() -> None:
     result = rose_ash("serve", "shop")
     assert result.returncode == 2
     assert "'shop' is not one of 'blog', 'market', 'cart', 'events'" in result.stderr
+
+
+async def test_keys_reencrypt_moves_old_keys_once_and_reports_it(
+    scratch_postgres: EmbeddedPostgres, redis_url: str
+) -> None:
+    scratch_postgres.create_database("rose_ash_keys", replace=True)
+    url = scratch_postgres.url("rose_ash_keys")
+    assert rose_ash("db", "upgrade", DATABASE_URL=url).returncode == 0
+    engine = create_async_engine(asyncpg_url(url))
+    try:
+        async with create_session_factory(engine)() as session:
+            await store_old_rows(session, TEST_SECRET_KEY)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    env = {
+        "ROSE_ASH_ENV": "production",
+        "ROSE_ASH_SMTP__HOST": "mail.internal",
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "OIDC_KEY_SECRET": TEST_OIDC_KEY_SECRET,
+        "AP_KEY_SECRET": TEST_AP_KEY_SECRET,
+    }
+    first = rose_ash("keys", "reencrypt", **env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "OIDC signing keys: 1 re-encrypted, 0 already under their own secret",
+        "ActivityPub keypairs: 1 re-encrypted, 0 already under their own secret",
+    ]
+    again = rose_ash("keys", "reencrypt", "--only", "oidc", **env)
+    assert again.stdout.splitlines() == [
+        "OIDC signing keys: 0 re-encrypted, 1 already under their own secret"
+    ]
+    # Where OIDC_KEY_SECRET is not given (every app but federation): a clear refusal.
+    without = {k: v for k, v in env.items() if k != "OIDC_KEY_SECRET"}
+    refused = rose_ash("keys", "reencrypt", "--only", "oidc", **without)
+    assert refused.returncode == 1
+    assert "OIDC_KEY_SECRET is required in production but not set" in refused.stderr
+    assert "Traceback" not in refused.stderr

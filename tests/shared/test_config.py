@@ -15,12 +15,14 @@ VALID = {
     "redis_url": "redis://cache.internal:6379/0",
     "secret_key": "s" * 40,
     "smtp": {"host": "mail.internal"},
+    "ap_key_secret": "a" * 40,
 }
+KEY_SECRETS = ("OIDC_KEY_SECRET", "AP_KEY_SECRET")
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROSE_ASH_ENV"):
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROSE_ASH_ENV", *KEY_SECRETS):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -75,6 +77,26 @@ def test_production_needs_an_smtp_server() -> None:
     )
 
 
+def test_production_needs_the_activitypub_key_secret_and_key_secrets_are_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    without = {key: value for key, value in VALID.items() if key != "ap_key_secret"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env="production", **without)
+    assert caught.value.problems == [
+        "AP_KEY_SECRET: production needs it (the ActivityPub key's secret)"
+    ]
+    assert load_settings(env="development", **without).ap_key_secret is None
+    monkeypatch.setenv("OIDC_KEY_SECRET", "short")
+    monkeypatch.setenv("AP_KEY_SECRET", "short")
+    with pytest.raises(ConfigError) as short:
+        load_settings(env="production", **without)
+    assert short.value.problems == [
+        "OIDC_KEY_SECRET: must be at least 32 characters long",
+        "AP_KEY_SECRET: must be at least 32 characters long",
+    ]
+
+
 def test_yaml_gives_each_environment_its_urls_and_cookies() -> None:
     production = load_settings(env="production", **VALID)
     development = load_settings(env="development", **VALID)
@@ -89,7 +111,11 @@ def test_environment_variables_override_the_yaml(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("ROSE_ASH_COOKIES__SECURE", "false")
     monkeypatch.setenv("DATABASE_URL", "postgres://env@db/env")
     settings = load_settings(
-        env="production", redis_url=VALID["redis_url"], secret_key="k" * 32, smtp={"host": "m"}
+        env="production",
+        redis_url=VALID["redis_url"],
+        secret_key="k" * 32,
+        smtp={"host": "m"},
+        ap_key_secret="a" * 32,
     )
     assert settings.url_of("blog") == "https://news.example.coop"
     assert settings.url_of("market") == "https://market.rose-ash.com"

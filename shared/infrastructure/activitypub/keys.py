@@ -1,7 +1,7 @@
 """The one RSA keypair that every local actor (each app's and the instance actor) presents.
 
-Stored once in ``ap_keypairs``; the private key is encrypted at rest (Fernet, key derived from
-SECRET_KEY by HKDF, as for the OAuth signing keys), so a database dump alone cannot sign as us.
+Stored once in ``ap_keypairs``; the private key is encrypted at rest with AP_KEY_SECRET
+(shared.services.key_encryption), so a database dump alone cannot sign as us.
 Each actor has its own key id (``<actor>#main-key``) over the same public key. Created on first
 use under an advisory lock, so concurrent processes agree on one keypair; kept in memory per
 process once loaded (decrypting and parsing a PEM per signature would cost more than signing).
@@ -10,18 +10,16 @@ process once loaded (decrypting and parsing a PEM per signature would cost more 
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass
 
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.models.ap_actors import ApKeypair
+from shared.services.key_encryption import decrypt_private_key, encrypt_private_key
 
 KEY_SIZE = 2048
 KEYPAIR_LOCK_ID = 0x705E_A5F1  # pg_advisory_xact_lock while the first keypair is created
@@ -38,13 +36,6 @@ class ActorKeypair:
 # asks get_keypair (one indexed query) only when the cache is empty.
 _loaded: dict[str, ActorKeypair] = {}
 _loading: dict[str, asyncio.Lock] = {}
-
-
-def key_encryption(settings: Settings) -> Fernet:
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"rose-ash activitypub keypair"
-    ).derive(settings.secret_key.get_secret_value().encode())
-    return Fernet(base64.urlsafe_b64encode(derived))
 
 
 def public_pem_of(private: rsa.RSAPrivateKey) -> str:
@@ -69,7 +60,7 @@ def generate_keypair() -> tuple[str, bytes]:
 
 
 def load_row(row: ApKeypair, settings: Settings) -> ActorKeypair:
-    pem = key_encryption(settings).decrypt(row.private_key_encrypted.encode())
+    pem = decrypt_private_key(settings, "activitypub", row.private_key_encrypted)
     private = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(private, rsa.RSAPrivateKey):
         raise TypeError("the stored ActivityPub key is not an RSA key")
@@ -108,7 +99,7 @@ async def load_or_create_keypair(
         public_pem, private_pem = generate_keypair()
         row = ApKeypair(
             public_key_pem=public_pem,
-            private_key_encrypted=key_encryption(settings).encrypt(private_pem).decode(),
+            private_key_encrypted=encrypt_private_key(settings, "activitypub", private_pem),
         )
         session.add(row)
         await session.flush()
