@@ -1,9 +1,9 @@
 """ActivityPub: the handle a remote actor is shown by (user@domain as its WebFinger confirms it,
 else user@host of its URL).
 
-Revision ID: 0008
+Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-27
+Create Date: 2026-12-06
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
