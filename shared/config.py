@@ -76,6 +76,10 @@ class AppUrls(BaseModel):
         return str(url).rstrip("/")
 
 
+# The cookie name prefix browsers accept only on Secure, host-only cookies with Path=/.
+HOST_PREFIX = "__Host-"
+
+
 class CookieSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -87,7 +91,7 @@ class CookieSettings(BaseModel):
         cookies are Secure (https), so no sibling subdomain and no plain-http page can plant
         or overwrite it. Over plain http (development, tests) browsers refuse a ``__Host-``
         cookie, which must be Secure, so the plain name is used there."""
-        return f"__Host-{base}" if self.secure else base
+        return f"{HOST_PREFIX}{base}" if self.secure else base
 
 
 class SessionSettings(BaseModel):

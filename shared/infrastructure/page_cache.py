@@ -56,6 +56,7 @@ from quart.wrappers.response import DataBody
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.config import HOST_PREFIX, CookieSettings
 from shared.infrastructure.context import get_settings, get_state
 from shared.infrastructure.fragment_cache import purged_key as fragment_purged_key
 from shared.infrastructure.fragment_fetch import FragmentResult, FragmentSpec
@@ -259,16 +260,29 @@ def note_cache_failure(redis: Redis, error: BaseException, message: str) -> None
 # Requests and responses
 
 
+def anonymous_cookie_names(
+    app_name: str, session_cookie: str, cookies: CookieSettings
+) -> frozenset[str]:
+    """The cookies an anonymous visitor may carry: the app's session cookie, its silent sign-in
+    marker and its device cookie. Where they are named ``__Host-…`` (Secure), their plain names
+    from before that rename too: nothing reads those any more, so a returning visitor who
+    still carries them (a device cookie lasts two years) is as anonymous as a new one."""
+    names = {
+        session_cookie,
+        silent_marker_cookie(app_name, cookies),
+        device_cookie(app_name, cookies),
+    }
+    return frozenset(names | {name.removeprefix(HOST_PREFIX) for name in names})
+
+
 def is_anonymous_request() -> bool:
     """Whether this request may be served, and its page stored, as everyone's (see above)."""
     if request.method not in ("GET", "HEAD") or g.get("app_sign_in") is not None:
         return False
     state = get_state()
-    allowed = {
-        current_app.config["SESSION_COOKIE_NAME"],
-        silent_marker_cookie(state.name, state.settings.cookies),
-        device_cookie(state.name, state.settings.cookies),
-    }
+    allowed = anonymous_cookie_names(
+        state.name, current_app.config["SESSION_COOKIE_NAME"], state.settings.cookies
+    )
     if any(cookie not in allowed for cookie in request.cookies):
         return False
     if session.modified:

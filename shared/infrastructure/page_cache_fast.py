@@ -48,6 +48,7 @@ from shared.infrastructure.page_cache import (
     PUBLIC,
     REDIS_TIMEOUT_SECONDS,
     CachedPage,
+    anonymous_cookie_names,
     cacheable_query,
     page_cache_key,
     read_page,
@@ -69,6 +70,9 @@ class PageCacheFastPath:
         self.session_cookie: str = app.config["SESSION_COOKIE_NAME"]
         self.marker_cookie = silent_marker_cookie(self.name, self.settings.cookies)
         self.device_cookie = device_cookie(self.name, self.settings.cookies)
+        self.allowed_cookies = anonymous_cookie_names(
+            self.name, self.session_cookie, self.settings.cookies
+        )
         self.needs_device_cookie = self.name in CLIENT_APPS
         self.static_headers = encode_security_headers(self.settings)
 
@@ -104,8 +108,7 @@ class PageCacheFastPath:
         """Whether the full stack would treat this visitor as anonymous and add nothing of its
         own to the response (see the module docstring)."""
         cookies = parse_cookie(headers.get(b"cookie", b"").decode("latin-1"))
-        allowed = {self.session_cookie, self.marker_cookie, self.device_cookie}
-        if any(name not in allowed for name in cookies):
+        if any(name not in self.allowed_cookies for name in cookies):
             return False
         if self.needs_device_cookie:
             if not cookies.get(self.device_cookie):
