@@ -323,6 +323,9 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
     db_pool_timeout_seconds: float = Field(default=1.0, gt=0)
     db_statement_timeout_ms: int = Field(default=2_000, gt=0)
+    # The worker's statements (a fan-out to every follower, a batch of inbox items) are not a
+    # visitor waiting for a page: they get longer, still bounded, so a hung server is noticed.
+    db_worker_statement_timeout_ms: int = Field(default=60_000, gt=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     smtp: SmtpSettings | None = None
     # Each app's OAuth client secret. Production gives them as Swarm secrets (the entrypoint

@@ -35,7 +35,12 @@ from shared.config import Settings
 CLIENT_TIMEOUT_MARGIN_SECONDS = 0.5
 
 
-def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
+def create_engine(
+    settings: Settings, application_name: str, *, statement_timeout_ms: int | None = None
+) -> AsyncEngine:
+    """The engine of a process: its pool and every bounded wait (see above). The statement
+    timeout is ``settings.db_statement_timeout_ms`` unless the caller (the worker) gives one."""
+    statement_ms = statement_timeout_ms or settings.db_statement_timeout_ms
     return create_async_engine(
         settings.database_url,
         pool_pre_ping=True,
@@ -44,11 +49,10 @@ def create_engine(settings: Settings, application_name: str) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout_seconds,
         connect_args={
             "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_ms / 1000
-            + CLIENT_TIMEOUT_MARGIN_SECONDS,
+            "command_timeout": statement_ms / 1000 + CLIENT_TIMEOUT_MARGIN_SECONDS,
             "server_settings": {
                 "application_name": f"rose-ash-{application_name}",
-                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "statement_timeout": str(statement_ms),
             },
         },
     )

@@ -193,7 +193,11 @@ class Worker:
         self.wake(channel)
 
     async def run(self, *, once: bool = False) -> None:
-        engine: AsyncEngine = create_engine(self.settings, "worker")
+        engine: AsyncEngine = create_engine(
+            self.settings,
+            "worker",
+            statement_timeout_ms=self.settings.db_worker_statement_timeout_ms,
+        )
         # Heartbeats and grant purges: the store that is never evicted.
         redis = open_redis(
             self.settings.state_redis_url,

@@ -74,3 +74,20 @@ async def test_every_wait_on_postgresql_is_bounded_by_the_settings(settings: Set
             assert shown.scalar_one() == "1200ms"
     finally:
         await engine.dispose()
+
+
+async def test_the_worker_gets_its_own_longer_statement_timeout(settings: Settings) -> None:
+    """A fan-out to every follower is no visitor waiting: the worker's engine takes
+    ``db_worker_statement_timeout_ms`` instead of the requests' bound."""
+    bounded = settings.model_copy(
+        update={"db_statement_timeout_ms": 1200, "db_worker_statement_timeout_ms": 45_000}
+    )
+    engine = create_engine(
+        bounded, "worker", statement_timeout_ms=bounded.db_worker_statement_timeout_ms
+    )
+    try:
+        async with engine.connect() as connection:
+            shown = await connection.execute(text("SHOW statement_timeout"))
+            assert shown.scalar_one() == "45s"
+    finally:
+        await engine.dispose()
