@@ -694,6 +694,9 @@ def build_environment(
         "DATABASE_URL": postgres.url(DATABASE),
         "REDIS_URL": redis_url,
         "SECRET_KEY": SECRET,
+        # Production wants the key secrets of their own (see README, Secrets).
+        "OIDC_KEY_SECRET": SECRET + "-oidc-key",
+        "AP_KEY_SECRET": SECRET + "-ap-key",
         "ROSE_ASH_SMTP__HOST": "127.0.0.1",  # production needs one; nothing here sends mail
         "ROSE_ASH_APPS__BLOG": f"http://127.0.0.1:{ports['blog']}",
         "ROSE_ASH_PAGE_CACHE__ENABLED": "false",

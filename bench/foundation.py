@@ -164,6 +164,9 @@ def main() -> int:
             "DATABASE_URL": settings.sync_database_url,
             "REDIS_URL": redis.url(0),
             "SECRET_KEY": BENCH_SECRET,
+            # Production wants the key secrets of their own (see README, Secrets).
+            "OIDC_KEY_SECRET": BENCH_SECRET + "-oidc-key",
+            "AP_KEY_SECRET": BENCH_SECRET + "-ap-key",
             "ROSE_ASH_SMTP__HOST": "127.0.0.1",
             # Every page's layout fetches blog's nav-tree fragment: from the blog served here.
             "ROSE_ASH_APPS__BLOG": f"http://127.0.0.1:{ports['blog']}",

@@ -121,6 +121,9 @@ def main() -> int:
             "DATABASE_URL": postgres.url("rose_ash_bench"),
             "REDIS_URL": redis.url(0),
             "SECRET_KEY": SECRET,
+            # Production wants the key secrets of their own (see README, Secrets).
+            "OIDC_KEY_SECRET": SECRET + "-oidc-key",
+            "AP_KEY_SECRET": SECRET + "-ap-key",
             "ROSE_ASH_SMTP__HOST": "127.0.0.1",
             "ROSE_ASH_APPS__BLOG": apps["blog"],
             "ROSE_ASH_APPS__ACCOUNT": apps["account"],

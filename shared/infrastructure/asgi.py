@@ -74,6 +74,8 @@ async def send_answer(
     await send({"type": "http.response.start", "status": status, "headers": headers})
     payload = b"" if scope["method"] == "HEAD" else body
     await send({"type": "http.response.body", "body": payload, "more_body": False})
+    if not access_logger.isEnabledFor(logging.INFO):
+        return  # production logs at WARNING: no line, so nothing to redact or format
     path = redact_tokens(scope["path"])
     access_logger.info(
         "%s %s %s",

@@ -186,6 +186,8 @@ def install_request_context(app: Quart) -> None:
         request_id = g.get("request_id")
         if request_id:
             response.headers["X-Request-ID"] = request_id
+        if not access_logger.isEnabledFor(logging.INFO):
+            return response  # no line to write, so nothing to redact or format
         started = g.get("started_at")
         path = redact_tokens(request.path)
         access_logger.info(
