@@ -152,6 +152,8 @@ def main() -> int:
             database_url=postgres.url("rose_ash_bench"),
             redis_url=redis.url(0),
             secret_key=BENCH_SECRET,
+            oidc_key_secret=BENCH_SECRET + "-oidc-key",
+            ap_key_secret=BENCH_SECRET + "-ap-key",
             log_level="WARNING",
             smtp={"host": "127.0.0.1"},  # production needs one; nothing here sends mail
         )

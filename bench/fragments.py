@@ -48,6 +48,7 @@ from bench.foundation import (
 from shared.config import load_settings
 from shared.devrunner import migrate_and_seed
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from shared.infrastructure.oauth import device_cookie
 from shared.serving import PROJECT_ROOT
 
 SECRET = "bench-secret-key-that-is-long-enough-to-pass"  # noqa: S105 (scratch servers)
@@ -135,6 +136,8 @@ def main() -> int:
             database_url=postgres.url("rose_ash_bench"),
             redis_url=redis.url(0),
             secret_key=SECRET,
+            oidc_key_secret=SECRET + "-oidc-key",
+            ap_key_secret=SECRET + "-ap-key",
             smtp={"host": "127.0.0.1"},
         )
         asyncio.run(migrate_and_seed(settings))
@@ -161,7 +164,8 @@ def main() -> int:
             hypercorn("bench.hello_app:app", ports["hello"], base_env),
         ]
         low = args.low_connections
-        returning_visitor = ["Cookie: blog_device=bench-visitor"]
+        # The device cookie under the name production gives it (``__Host-blog_device``).
+        returning_visitor = [f"Cookie: {device_cookie('blog', settings.cookies)}=bench-visitor"]
         targets: dict[str, tuple[str, int, list[str]]] = {
             "composed": (f"http://127.0.0.1:{ports['blog']}/", args.connections, []),
             "inlined": (f"http://127.0.0.1:{ports['inlined']}/", args.connections, []),
