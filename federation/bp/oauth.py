@@ -361,7 +361,7 @@ async def token_endpoint(name: str) -> Response:
     session = get_session()
     work = Work()
     await load_client(session, work, await read_client_id(form))
-    await load_tokens(session, work, form.get("token"))
+    await load_tokens(session, work, form.get("token"), lifetimes=get_settings().sessions)
     result = get_server().create_endpoint_response(name, oauth_request(work, form))
     await work.apply(session)
     await session.commit()
@@ -388,7 +388,7 @@ async def userinfo() -> Response:
     kind, _, value = request.headers.get("Authorization", "").partition(" ")
     work = Work()
     if kind.lower() == "bearer" and value:
-        await load_tokens(get_session(), work, value)
+        await load_tokens(get_session(), work, value, lifetimes=get_settings().sessions)
     record = work.tokens.get(hash_token(value)) if value else None
     if (
         record is None

@@ -49,7 +49,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
-from shared.config import Settings
+from shared.config import SessionSettings, Settings
 from shared.contracts.dtos import get_public_name
 from shared.models.identity import (
     OAuthAuthorizationCode,
@@ -60,7 +60,7 @@ from shared.models.identity import (
 )
 from shared.models.users import User
 from shared.services.signing_keys import get_active_signing_key
-from shared.services.sso import hash_token
+from shared.services.sso import hash_token, live_session_clause
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
@@ -737,7 +737,27 @@ async def load_member(
     work.members[user_id] = Member.of(user, sso_session_id, auth_time)
 
 
-async def load_tokens(session: AsyncSession, work: Work, *values: str | None) -> None:
+async def has_sso_session_ended(
+    session: AsyncSession, lifetimes: SessionSettings, grant: OAuthGrant
+) -> bool:
+    """Whether the device sign-in ``grant`` was made under has ended (signed out, or past its
+    idle or absolute lifetime): its tokens end with it, refresh tokens included."""
+    if grant.sso_session_id is None:
+        return False
+    live = await session.scalar(
+        select(SsoSession.id).where(
+            SsoSession.id == grant.sso_session_id,
+            live_session_clause(lifetimes, datetime.now(UTC)),
+        )
+    )
+    return live is None
+
+
+async def load_tokens(
+    session: AsyncSession, work: Work, *values: str | None, lifetimes: SessionSettings
+) -> None:
+    """The tokens named by ``values``; one whose grant is revoked, or whose device sign-in has
+    ended, is loaded as revoked."""
     for value in values:
         if not value:
             continue
@@ -751,9 +771,12 @@ async def load_tokens(session: AsyncSession, work: Work, *values: str | None) ->
             continue
         grant = await session.get(OAuthGrant, row.grant_id)
         named = "refresh_token" if row.refresh_token_hash == digest else "access_token"
-        work.tokens[digest] = TokenRecord.of(
-            row, grant is None or grant.revoked_at is not None, named
+        ended = (
+            grant is None
+            or grant.revoked_at is not None
+            or await has_sso_session_ended(session, lifetimes, grant)
         )
+        work.tokens[digest] = TokenRecord.of(row, ended, named)
         await load_member(session, work, row.user_id, row.grant_id)
         await load_client(session, work, row.client_id)
 
@@ -773,7 +796,7 @@ async def load_for_token_request(
             work.codes[row.code_hash] = CodeRecord.of(row)
             work.grant_id = row.grant_id
             await load_member(session, work, row.user_id, row.grant_id)
-    await load_tokens(session, work, form.get("refresh_token"))
+    await load_tokens(session, work, form.get("refresh_token"), lifetimes=settings.sessions)
     key = await get_active_signing_key(session, settings)
     work.signing_key, work.signing_kid = key.key, key.kid
 

@@ -406,6 +406,31 @@ async def test_refresh_rotates_the_refresh_token(flow: Flow) -> None:
     assert again.status_code == 200
 
 
+@pytest.mark.parametrize("aged", ["last_seen_at", "created_at"])
+async def test_tokens_end_with_a_device_sign_in_past_its_lifetime(
+    flow: Flow, session: AsyncSession, aged: str
+) -> None:
+    """A client's refresh token cannot outlive the SSO session it was granted under: once
+    that session is past its idle (or absolute) lifetime, refresh is invalid_grant and the
+    access token no longer reads userinfo."""
+    first = await tokens_for(flow)
+    lifetimes = flow.settings.sessions
+    seconds = max(lifetimes.idle_lifetime_seconds, lifetimes.absolute_lifetime_seconds) + 60
+    await session.execute(
+        update(SsoSession)
+        .where(SsoSession.id == flow.sso_session_id)
+        .values({aged: datetime.now(UTC) - timedelta(seconds=seconds)})
+    )
+    await session.commit()
+    response = await refresh(flow, first["refresh_token"])
+    assert response.status_code == 400
+    assert (await response.get_json())["error"] == "invalid_grant"
+    info = await flow.client.get(
+        "/oauth/userinfo", headers={"Authorization": f"Bearer {first['access_token']}"}
+    )
+    assert info.status_code == 401
+
+
 async def test_reused_refresh_token_revokes_the_whole_grant(
     flow: Flow, session: AsyncSession
 ) -> None:
