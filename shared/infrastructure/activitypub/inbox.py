@@ -540,11 +540,28 @@ INSERT_ITEM_AND_NOTIFY = text(
 )
 
 
+# An Undo frees the id of what it undoes as soon as it is stored (the worker, which applies
+# items in the order they were stored, undoes the effect): a server that sends Follow, Undo and
+# Follow again with one id, the second Follow arriving before the Undo is applied, has that
+# Follow stored and applied. Only the same actor's item; one a worker holds is left to the
+# worker's own forgetting (inbox_processing.forget_undone_item) rather than waited for.
+FORGET_UNDONE_ITEM = text(
+    """
+    DELETE FROM ap_inbox_items WHERE id = (
+        SELECT id FROM ap_inbox_items
+        WHERE activity_uri = :undone AND actor_uri = :actor
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+
 async def store_activity(
     session: AsyncSession | AsyncConnection, activity: Activity, actor: str | None, body: bytes
 ) -> None:
-    """Store once: a redelivery of the same activity id changes nothing. ``body`` is the
-    activity's JSON as received (parse_activity checked it is one JSON object).
+    """Store once: a redelivery of the same activity id changes nothing (until an Undo of it
+    is stored: see FORGET_UNDONE_ITEM). ``body`` is the activity's JSON as received
+    (parse_activity checked it is one JSON object).
 
     A new item also wakes the workers at commit (NOTIFY, in the same statement), but at most
     once per NOTIFY_INTERVAL_SECONDS per process: PostgreSQL serialises the commits of all
@@ -553,6 +570,10 @@ async def store_activity(
     claimed by the batch the first one wakes, or by the workers' poll (INBOX_POLL_SECONDS).
     """
     global _last_notify
+    if activity.type == "Undo" and activity.object_id and activity.object_id != activity.id:
+        await session.execute(
+            FORGET_UNDONE_ITEM, {"undone": activity.object_id, "actor": activity.actor}
+        )
     values = {
         "activity_uri": activity.id,
         "activity_type": activity.type,

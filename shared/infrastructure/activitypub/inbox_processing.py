@@ -543,7 +543,8 @@ async def forget_undone_item(session: AsyncSession, undo: Item) -> set[int]:
         .where(
             ApInboxItem.activity_uri == undone_id,
             ApInboxItem.actor_uri == undo.actor_uri,
-            ApInboxItem.id != undo.id,
+            # only what was stored before the Undo: the same id sent again after it is new
+            ApInboxItem.id < undo.id,
         )
         .with_for_update(skip_locked=True)
         .scalar_subquery()

@@ -248,23 +248,55 @@ async def test_a_follow_sent_again_with_its_id_after_its_undo_is_applied_again(
     assert [accept.document["object"] for accept in await accepts(session)] == [follow, follow]
 
 
-async def test_a_follow_and_its_undo_applied_in_one_batch_leave_its_id_free(
+async def test_a_follow_sent_again_before_its_undo_is_applied_is_applied_too(
+    make_client: ClientMaker,
+    processor: Processor,
+    alice: RemoteActor,
+    bob: RemoteActor,
+    settings: Settings,
+    session: AsyncSession,
+) -> None:
+    """Follow, then Undo and the same Follow again in quick succession: the second Follow
+    arrives while the Undo is still waiting for the worker, and is stored and applied after it
+    (not dropped as a redelivery); another actor's Undo frees nothing."""
+    blog: QuartClient = await make_client(lambda s: create_base_app("blog", settings=s))
+    inbox = "/ap/actors/blog/inbox"
+    follow = alice.activity("Follow", blog_actor(settings))
+    assert (await post_signed(blog, inbox, follow, alice)).status_code == 202
+    await processor.run()
+    assert (await post_signed(blog, inbox, bob.activity("Undo", follow), bob)).status_code == 202
+    assert await state_of(session, follow) == ("done", None)  # still there: bob's Undo
+    undo = alice.activity("Undo", follow)
+    assert (await post_signed(blog, inbox, undo, alice)).status_code == 202
+    assert (await post_signed(blog, inbox, follow, alice)).status_code == 202
+    assert await state_of(session, follow) == ("pending", None)  # stored again, to be applied
+    await processor.run()
+    assert await state_of(session, undo) == ("done", None)
+    assert await state_of(session, follow) == ("done", None)
+    assert await count(session, ApFollower, ApFollower.follow_uri == follow["id"]) == 1
+    assert [accept.document["object"] for accept in await accepts(session)] == [follow, follow]
+
+
+async def test_a_follow_undone_before_it_was_applied_is_never_applied_and_its_id_is_free(
     make_client: ClientMaker,
     processor: Processor,
     alice: RemoteActor,
     settings: Settings,
     session: AsyncSession,
 ) -> None:
+    """Follow and its Undo both waiting for the worker: the Undo, stored, takes the Follow's
+    place (no follower, no Accept for a follow already withdrawn); the id is free again."""
     blog: QuartClient = await make_client(lambda s: create_base_app("blog", settings=s))
     follow = alice.activity("Follow", blog_actor(settings))
     for activity in (follow, alice.activity("Undo", follow)):
         assert (await post_signed(blog, "/ap/inbox", activity, alice)).status_code == 202
-    assert await processor.run() == 2
+    assert await processor.run() == 1  # the Undo; the Follow it withdrew is gone
     assert await count(session, ApFollower) == 0
+    assert await accepts(session) == []
     assert (await post_signed(blog, "/ap/inbox", follow, alice)).status_code == 202
     assert await processor.run() == 1
     assert await count(session, ApFollower) == 1
-    assert len(await accepts(session)) == 2
+    assert len(await accepts(session)) == 1
 
 
 async def test_accept_of_our_follow_is_matched_by_actor_and_object_and_reject_removes_it(
