@@ -202,7 +202,12 @@ async def authorize() -> Response | str | tuple[str, int]:
         return await authorization_error(server, oauth, error)
     if member is not None and check_fresh_login_needed(params, member, max_age):
         if "none" in prompt_values(params):
-            return await authorization_error(server, oauth, login_required(params))
+            error = interaction_required(
+                params,
+                "login_required",
+                "The member must sign in again, which prompt=none does not allow",
+            )
+            return await authorization_error(server, oauth, error)
         member = None
     if member is None:
         # Not signed in here (or not recently enough): sign in first, then come back to this
@@ -212,10 +217,10 @@ async def authorize() -> Response | str | tuple[str, int]:
     client = oauth.client
     scope = oauth.scope or ""
     if not client.first_party and not await check_consented(member.id, client.client_id, scope):
-        if "none" in (params.get("prompt") or "").split():
-            error = InvalidRequestError(redirect_uri=params.get("redirect_uri"))
-            error.error = "consent_required"
-            error.description = "The member has not consented to this client yet"
+        if "none" in prompt_values(params):
+            error = interaction_required(
+                params, "consent_required", "The member has not consented to this client yet"
+            )
             return await authorization_error(server, oauth, error)
         decision = form.get("decision") if form is not None else None
         if decision is None:
@@ -249,10 +254,14 @@ def read_max_age(params: MultiDict[str, str]) -> int | None:
     return int(raw)
 
 
-def login_required(params: MultiDict[str, str]) -> InvalidRequestError:
+def interaction_required(
+    params: MultiDict[str, str], code: str, description: str
+) -> InvalidRequestError:
+    """An OIDC error that prompt=none answers instead of showing a page (``login_required``,
+    ``consent_required``), sent back to the client's redirect URI."""
     error = InvalidRequestError(redirect_uri=params.get("redirect_uri"))
-    error.error = "login_required"
-    error.description = "The member must sign in again, which prompt=none does not allow"
+    error.error = code
+    error.description = description
     return error
 
 

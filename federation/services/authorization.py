@@ -60,7 +60,7 @@ from shared.models.identity import (
 )
 from shared.models.users import User
 from shared.services.signing_keys import get_active_signing_key
-from shared.services.sso import hash_token, live_session_clause
+from shared.services.sso import check_session_live, hash_token
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
@@ -737,22 +737,6 @@ async def load_member(
     work.members[user_id] = Member.of(user, sso_session_id, auth_time)
 
 
-async def has_sso_session_ended(
-    session: AsyncSession, lifetimes: SessionSettings, grant: OAuthGrant
-) -> bool:
-    """Whether the device sign-in ``grant`` was made under has ended (signed out, or past its
-    idle or absolute lifetime): its tokens end with it, refresh tokens included."""
-    if grant.sso_session_id is None:
-        return False
-    live = await session.scalar(
-        select(SsoSession.id).where(
-            SsoSession.id == grant.sso_session_id,
-            live_session_clause(lifetimes, datetime.now(UTC)),
-        )
-    )
-    return live is None
-
-
 async def load_tokens(
     session: AsyncSession, work: Work, *values: str | None, lifetimes: SessionSettings
 ) -> None:
@@ -774,7 +758,7 @@ async def load_tokens(
         ended = (
             grant is None
             or grant.revoked_at is not None
-            or await has_sso_session_ended(session, lifetimes, grant)
+            or not await check_session_live(session, lifetimes, grant.sso_session_id)
         )
         work.tokens[digest] = TokenRecord.of(row, ended, named)
         await load_member(session, work, row.user_id, row.grant_id)

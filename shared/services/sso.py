@@ -47,6 +47,21 @@ def live_session_clause(lifetimes: SessionSettings, now: datetime) -> ColumnElem
     )
 
 
+async def check_session_live(
+    session: AsyncSession, lifetimes: SessionSettings, sso_session_id: int | None
+) -> bool:
+    """Whether the SSO session a grant was made from is still live (a grant made without one
+    stands on its own): the grant, and every token of it, stand only while it is."""
+    if sso_session_id is None:
+        return True
+    found = await session.scalar(
+        select(SsoSession.id).where(
+            SsoSession.id == sso_session_id, live_session_clause(lifetimes, datetime.now(UTC))
+        )
+    )
+    return found is not None
+
+
 class SqlSsoService:
     def __init__(self, session: AsyncSession, lifetimes: SessionSettings | None = None) -> None:
         self.session = session
@@ -187,14 +202,6 @@ class SqlSsoService:
             user_id=row.user_id,
             client_id=row.client_id,
             sso_session_id=row.sso_session_id,
-            active=row.revoked_at is None and await self._check_device_live(row.sso_session_id),
+            active=row.revoked_at is None
+            and await check_session_live(self.session, self.lifetimes, row.sso_session_id),
         )
-
-    async def _check_device_live(self, sso_session_id: int | None) -> bool:
-        """A grant made from an SSO session stands only while that session is live."""
-        if sso_session_id is None:
-            return True
-        found = await self.session.scalar(
-            select(SsoSession.id).where(SsoSession.id == sso_session_id, self._live())
-        )
-        return found is not None
