@@ -776,12 +776,11 @@ async def get_remote_actor(
     uri: str,
     *,
     refresh: bool = False,
-    with_handle: bool = True,
 ) -> RemoteActorDTO:
     """The remote actor ``uri``: cached if fetched within ACTOR_TTL (or known deleted), else
-    fetched with a signed GET, validated and stored, with its handle (resolve_handle; not
-    ``with_handle=False``, as for a key an inbox request waits for). A 404/410 marks a cached
-    actor deleted and raises RemoteGoneError."""
+    fetched with a signed GET, validated and stored, with its handle (resolve_handle; a key
+    fetch, which an inbox request waits for, stores actors without asking WebFinger:
+    fetch_actor_for_key). A 404/410 marks a cached actor deleted and raises RemoteGoneError."""
     uri = strip_fragment(uri)
     refuse_local(settings, uri)
     if not refresh:
@@ -791,7 +790,7 @@ async def get_remote_actor(
             .execution_options(populate_existing=True)
         )
         if row is not None and (row.deleted_at is not None or is_fresh(row)):
-            if with_handle and not row.deleted_at and not row.handle and row.preferred_username:
+            if not row.deleted_at and not row.handle and row.preferred_username:
                 await store_handle(session, client, row)
             return actor_dto(row)
     signer = await get_instance_signer(session, settings)
@@ -802,8 +801,7 @@ async def get_remote_actor(
         raise
     actor = parse_actor(fetched.document, fetched.url)
     refuse_local(settings, actor.uri)
-    if with_handle:
-        actor = replace(actor, handle=await resolve_handle(client, actor))
+    actor = replace(actor, handle=await resolve_handle(client, actor))
     await store_actor(session, actor, fetched.document)
     return actor
 
