@@ -12,6 +12,8 @@ it is keyed by environment.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import ssl
 from pathlib import Path
@@ -455,6 +457,13 @@ class Settings(BaseSettings):
 
     def url_of(self, app_name: str) -> str:
         return self.apps.url_of(app_name)
+
+    def derive_from_secret_key(self, label: bytes) -> bytes:
+        """A secret of its own for ``label``, derived from SECRET_KEY (HMAC-SHA256): what a
+        secret that is not configured defaults to (internal requests, first-party client
+        secrets, the key secrets outside production)."""
+        key = self.secret_key.get_secret_value().encode()
+        return hmac.new(key, label, hashlib.sha256).digest()
 
     def is_editor(self, member_id: int, verified_email: str | None) -> bool:
         """Whether the member may edit the navigation: listed by id, or by their email address

@@ -34,8 +34,7 @@ def get_internal_secret(settings: Settings) -> bytes:
     """The key internal requests are signed with (configured, else derived from SECRET_KEY)."""
     if settings.internal_secret is not None:
         return settings.internal_secret.get_secret_value().encode()
-    key = settings.secret_key.get_secret_value().encode()
-    return hmac.new(key, DERIVATION_LABEL, hashlib.sha256).digest()
+    return settings.derive_from_secret_key(DERIVATION_LABEL)
 
 
 def canonical_query(query: str) -> str:

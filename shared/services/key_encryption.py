@@ -22,8 +22,6 @@ alone decrypts nothing.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -78,8 +76,7 @@ def get_secret_material(settings: Settings, kind: KeyKind) -> bytes:
     name = SECRET_NAMES[kind]
     if settings.env == "production":
         raise KeyEncryptionError(f"{name} is required in production but not set")
-    key = settings.secret_key.get_secret_value().encode()
-    return hmac.new(key, f"rose-ash {name}".encode(), hashlib.sha256).digest()
+    return settings.derive_from_secret_key(f"rose-ash {name}".encode())
 
 
 def current_fernet(settings: Settings, kind: KeyKind) -> Fernet:

@@ -9,7 +9,6 @@ Third-party clients are added by operators (`rose-ash oauth client add`) with a 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -36,8 +35,7 @@ def first_party_client_secret(settings: Settings, app_name: str) -> str:
     configured = settings.configured_client_secret(app_name)
     if configured:
         return configured
-    key = settings.secret_key.get_secret_value().encode()
-    return hmac.new(key, f"oauth-client-secret:{app_name}".encode(), hashlib.sha256).hexdigest()
+    return settings.derive_from_secret_key(f"oauth-client-secret:{app_name}".encode()).hex()
 
 
 def first_party_redirect_uri(settings: Settings, app_name: str) -> str:
