@@ -71,8 +71,8 @@ from shared.db import create_engine, create_session_factory
 from shared.devrunner import migrate_and_seed
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 from shared.infrastructure.activitypub.keys import generate_keypair
-from shared.infrastructure.activitypub.publish import PublishableObject, publish
 from shared.infrastructure.activitypub.signatures import sign_request
+from shared.services.social.publish import PublishableObject, publish
 from shared.serving import PROJECT_ROOT
 from shared.worker import HEARTBEAT_KEY_PREFIX
 

@@ -24,40 +24,40 @@ from sqlalchemy.pool import NullPool
 from shared.config import APP_NAMES, ConfigError, Settings, load_settings
 from shared.contracts.errors import DomainError
 from shared.db import check_database, create_engine, create_session_factory
-from shared.infrastructure.activitypub.blocks import (
+from shared.infrastructure.activitypub.remote import RemoteClient
+from shared.infrastructure.key_encryption import (
+    DESCRIPTIONS,
+    KeyEncryptionError,
+    KeyKind,
+    do_reencrypt_keys,
+)
+from shared.migrations import do_downgrade, do_upgrade, get_current
+from shared.seed import do_seed_demo_data
+from shared.services.identity.oauth_clients import (
+    do_add_third_party_client,
+    do_remove_client,
+    list_clients,
+)
+from shared.services.identity.signing_keys import do_prune_signing_keys, do_rotate_signing_key
+from shared.services.registry import build_registry
+from shared.services.social.blocks import (
     BLOCK_KINDS,
     BlockKind,
     do_block,
     do_unblock,
     list_blocks,
 )
-from shared.infrastructure.activitypub.delivery import (
+from shared.services.social.delivery import (
     count_by_state,
     do_retry_deliveries,
     list_deliveries,
 )
-from shared.infrastructure.activitypub.follows import (
+from shared.services.social.follows import (
     FollowingView,
     do_follow,
     do_unfollow,
     list_following,
 )
-from shared.infrastructure.activitypub.remote import RemoteClient
-from shared.migrations import do_downgrade, do_upgrade, get_current
-from shared.seed import do_seed_demo_data
-from shared.services.key_encryption import (
-    DESCRIPTIONS,
-    KeyEncryptionError,
-    KeyKind,
-    do_reencrypt_keys,
-)
-from shared.services.oauth_clients import (
-    do_add_third_party_client,
-    do_remove_client,
-    list_clients,
-)
-from shared.services.registry import build_registry
-from shared.services.signing_keys import do_prune_signing_keys, do_rotate_signing_key
 from shared.serving import hypercorn_command
 from shared.worker import build_worker
 
@@ -258,7 +258,7 @@ def oauth_client_remove(client_id: str) -> None:
 
 @oauth.group("key")
 def oauth_key() -> None:
-    """The keys that sign id_tokens (see shared/services/signing_keys.py)."""
+    """The keys that sign id_tokens (see shared/services/identity/signing_keys.py)."""
 
 
 @oauth_key.command("rotate")
@@ -277,7 +277,7 @@ def oauth_key_prune() -> None:
 
 @main.group()
 def keys() -> None:
-    """The stored private keys' encryption (see shared/services/key_encryption.py)."""
+    """The stored private keys' encryption (see shared/infrastructure/key_encryption.py)."""
 
 
 @keys.command("reencrypt")

@@ -332,7 +332,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings | None = None
     # Each app's OAuth client secret. Production gives them as Swarm secrets (the entrypoint
     # exports OAUTH_CLIENT_SECRET_<APP>; federation gets all of them); unset, a secret is
-    # derived from SECRET_KEY (shared.services.oauth_clients.first_party_client_secret).
+    # derived from SECRET_KEY (shared.services.identity.oauth_clients.first_party_client_secret).
     oauth_client_secret_blog: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("oauth_client_secret_blog", "OAUTH_CLIENT_SECRET_BLOG"),
@@ -369,7 +369,7 @@ class Settings(BaseSettings):
     # Signs internal requests (/internal/..., /metrics) between the apps; unset, it is derived
     # from SECRET_KEY with HMAC (shared.infrastructure.internal_auth.get_internal_secret).
     internal_secret: SecretStr | None = None
-    # Encrypt the stored private keys (shared.services.key_encryption): the OIDC signing keys
+    # Encrypt the stored private keys (shared.infrastructure.key_encryption): the OIDC signing keys
     # (only federation and the worker are given OIDC_KEY_SECRET) and the ActivityPub keypair
     # (every app and the worker). Unset, each is derived from SECRET_KEY, in development and
     # tests only: production needs AP_KEY_SECRET everywhere, OIDC_KEY_SECRET where it is used.

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import KeyValueService, NavigationService, UserService
+from shared.contracts.identity import UserService
+from shared.contracts.key_values import KeyValueService
+from shared.contracts.navigation import NavigationService
 from shared.services.registry import ServiceRegistry
 
 SEEDED_MARKER = "demo.seeded"

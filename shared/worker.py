@@ -30,21 +30,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.config import Settings
 from shared.db import create_engine, create_session_factory
-from shared.infrastructure.activitypub.delivery import (
+from shared.infrastructure.activitypub.remote import RemoteClient
+from shared.infrastructure.outbox_handlers import build_outbox_handlers
+from shared.infrastructure.redis_client import open_redis
+from shared.services.outbox import process_due_events
+from shared.services.social.delivery import (
     ACTIVITY_BATCH,
     DeliveryPool,
     drain_deliveries,
     process_activities,
 )
-from shared.infrastructure.activitypub.inbox_processing import (
+from shared.services.social.inbox_processing import (
     INBOX_CHANNEL,
     process_inbox_items,
 )
-from shared.infrastructure.activitypub.publish import ACTIVITIES_CHANNEL
-from shared.infrastructure.activitypub.remote import RemoteClient
-from shared.infrastructure.outbox_handlers import build_outbox_handlers
-from shared.infrastructure.redis_client import open_redis
-from shared.services.outbox import process_due_events
+from shared.services.social.publish import ACTIVITIES_CHANNEL
 
 logger = logging.getLogger("rose_ash.worker")
 HEARTBEAT_KEY_PREFIX = "rose_ash:worker:heartbeat:"

@@ -22,7 +22,7 @@ from blog.app import create_app as create_blog_app
 from shared.config import FragmentSettings, Settings
 from shared.infrastructure.fragments import get_fetcher
 from shared.infrastructure.internal_auth import build_signed_headers, get_internal_secret
-from shared.models.users import User
+from shared.models.identity import User
 from tests.conftest import ClientMaker
 from tests.sso_support import FakeFederation, Member, add_grant, sign_in, with_federation
 

@@ -12,8 +12,8 @@ from joserfc.jwk import RSAKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.infrastructure.activitypub.keys import generate_keypair
-from shared.models.ap_actors import ApKeypair
 from shared.models.identity import SigningKey
+from shared.models.social.actors import ApKeypair
 
 # The labels older versions derived their keys from SECRET_KEY with (HKDF info).
 OIDC_LABEL = b"rose-ash oauth signing keys"

@@ -25,20 +25,20 @@ from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
-from shared.contracts.dtos import UserDTO
+from shared.contracts.identity import UserDTO
 from shared.infrastructure.oauth import (
     BACKCHANNEL_LOGOUT_EVENT,
     at_hash_of,
     get_oauth,
 )
 from shared.models.identity import OAuthGrant
-from shared.services.oauth_clients import (
+from shared.services.identity.oauth_clients import (
     FIRST_PARTY_SCOPE,
     do_sync_first_party_clients,
     first_party_client_secret,
 )
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 
 if TYPE_CHECKING:  # tests.conftest imports this module: no import cycle at run time
     pass

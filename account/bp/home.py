@@ -7,9 +7,8 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, render_template, request
 
 from account.services.dashboard import do_revoke_device, do_sign_out_everywhere, get_dashboard
-from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import ConflictError, InvalidInputError
-from shared.contracts.protocols import AccountService, SsoService
+from shared.contracts.identity import AccountService, SsoService, UserDTO
 from shared.infrastructure.context import get_service, get_state_redis
 from shared.infrastructure.member_views import do_commit_and_purge_member_views
 from shared.infrastructure.oauth import (

@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.contracts.dtos import AccountDTO
 from shared.contracts.errors import NotFoundError
-from shared.contracts.protocols import AccountService, SsoService
+from shared.contracts.identity import AccountDTO, AccountService, SsoService
 
 REVOKED_FROM_ACCOUNT = "revoked in account"
 SIGNED_OUT_EVERYWHERE = "signed out everywhere"

@@ -16,9 +16,9 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, abort, render_template, request
 
 from blog.bp.fragments import NAV_TREE
-from shared.contracts.dtos import MenuNodeDTO, UserDTO
 from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
-from shared.contracts.protocols import AccountService, NavigationService
+from shared.contracts.identity import AccountService, UserDTO
+from shared.contracts.navigation import MenuNodeDTO, NavigationService
 from shared.infrastructure.context import get_service, get_session, get_settings
 from shared.infrastructure.fragments import do_purge_fragment
 from shared.infrastructure.oauth import get_current_user, redirect

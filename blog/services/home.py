@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.contracts.protocols import KeyValueService
+from shared.contracts.key_values import KeyValueService
 from shared.infrastructure.context import get_service
 
 DEFAULT_TITLE = "Rose Ash"

@@ -23,9 +23,8 @@ from urllib.parse import urlsplit
 from quart import Blueprint, Response, render_template, request, session
 
 from federation.services.member_session import clear_sso_cookie, get_signed_in, set_sso_cookie
-from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import InvalidInputError
-from shared.contracts.protocols import AccountService, SsoService, UserService
+from shared.contracts.identity import AccountService, SsoService, UserDTO, UserService
 from shared.infrastructure.context import get_service, get_settings, get_state_redis
 from shared.infrastructure.member_views import do_commit_and_purge_member_views
 from shared.infrastructure.rate_limit import (

@@ -42,8 +42,8 @@ from federation.services.member_session import get_signed_in
 from shared.infrastructure.context import get_session, get_settings
 from shared.infrastructure.security import csrf_exempt
 from shared.models.identity import OAuthConsent, OAuthGrant
-from shared.services.signing_keys import get_jwks
-from shared.services.sso import hash_token
+from shared.services.identity.signing_keys import get_jwks
+from shared.services.identity.sso import hash_token
 
 oauth_bp = Blueprint("oauth", __name__)
 SERVER_KEY = "rose_ash_oauth_server"

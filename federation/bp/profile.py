@@ -20,7 +20,7 @@ from quart import Blueprint, Response, render_template
 from federation.services.email_change import do_confirm_email_change
 from federation.services.member_session import get_signed_in
 from shared.contracts.errors import ConflictError, ForbiddenError, InvalidInputError
-from shared.contracts.protocols import AccountService, SsoService
+from shared.contracts.identity import AccountService, SsoService
 from shared.infrastructure.context import get_service, get_settings
 from shared.infrastructure.member_views import do_commit_and_purge_member_views
 

@@ -50,17 +50,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
 from shared.config import SessionSettings, Settings
-from shared.contracts.dtos import get_public_name
+from shared.contracts.identity import get_public_name
 from shared.models.identity import (
     OAuthAuthorizationCode,
     OAuthClient,
     OAuthGrant,
     OAuthToken,
     SsoSession,
+    User,
 )
-from shared.models.users import User
-from shared.services.signing_keys import get_active_signing_key
-from shared.services.sso import check_session_live, hash_token
+from shared.services.identity.signing_keys import get_active_signing_key
+from shared.services.identity.sso import check_session_live, hash_token
 
 CODE_LIFETIME = timedelta(seconds=60)
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)

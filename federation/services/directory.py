@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.contracts.protocols import UserService
+from shared.contracts.identity import UserService
 from shared.infrastructure.context import get_service, get_settings
 
 DIRECTORY_PAGE_SIZE = 50

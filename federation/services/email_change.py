@@ -5,8 +5,7 @@ password, or held a session on another device, loses the account with the old ad
 from __future__ import annotations
 
 from federation.services.member_session import SignedIn
-from shared.contracts.dtos import UserDTO
-from shared.contracts.protocols import AccountService, SsoService
+from shared.contracts.identity import AccountService, SsoService, UserDTO
 
 EMAIL_CHANGED = "email changed"
 

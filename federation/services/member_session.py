@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from quart import Response, g, request
 
-from shared.contracts.dtos import SsoSessionDTO, UserDTO
-from shared.contracts.protocols import SsoService, UserService
+from shared.contracts.identity import SsoService, SsoSessionDTO, UserDTO, UserService
 from shared.infrastructure.context import get_service, get_settings
 
 SSO_COOKIE = "federation_sso"  # the base name; sso_cookie() is the name in force

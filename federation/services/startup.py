@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from quart import Quart
 
 from shared.infrastructure.context import get_state
-from shared.services.oauth_clients import do_sync_first_party_clients
-from shared.services.signing_keys import get_active_signing_key
+from shared.services.identity.oauth_clients import do_sync_first_party_clients
+from shared.services.identity.signing_keys import get_active_signing_key
 
 
 def prepare_authorization_server(app: Quart) -> Callable[[], Awaitable[None]]:

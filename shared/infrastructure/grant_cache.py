@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.contracts.protocols import SsoService
+from shared.contracts.identity import SsoService
 
 logger = logging.getLogger("rose_ash.grant_cache")
 

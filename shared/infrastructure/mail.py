@@ -1,8 +1,8 @@
 """Mail: rendering the ``mail.send`` outbox events and sending them over SMTP (aiosmtplib).
 
 An event's payload is ``{"to": address, "template": name, "data": {...}}`` (see
-shared.services.accounts.do_enqueue_mail); the mail is rendered when it is sent, with the app
-URLs of the process sending it, so a link in it is always absolute and current.
+shared.services.identity.accounts.do_enqueue_mail); the mail is rendered when it is sent,
+with the app URLs of the process sending it, so a link in it is always absolute and current.
 
 With ``settings.smtp`` unset (development), no handler is registered: the events stay
 pending in the outbox, and federation's development-only page /dev/mail shows them.
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings, SmtpSettings
 from shared.models.outbox import OutboxEvent
-from shared.services.accounts import (
+from shared.services.identity.accounts import (
     MAGIC_LINK_TTL,
     MAIL_CHANGE_EMAIL_LINK,
     MAIL_EMAIL_CHANGED,

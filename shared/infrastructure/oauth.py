@@ -54,15 +54,14 @@ from quart import Blueprint, Quart, Response, current_app, g, request, session
 from redis.exceptions import RedisError
 
 from shared.config import APP_NAMES, CookieSettings, SessionSettings
-from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import NotFoundError
-from shared.contracts.protocols import SsoService, UserService
+from shared.contracts.identity import SsoService, UserDTO, UserService
 from shared.infrastructure.context import get_service, get_session, get_settings, get_state
 from shared.infrastructure.errors import render_error, wants_json
 from shared.infrastructure.grant_cache import check_grant_active, do_purge_grants
 from shared.infrastructure.http import create_http_client
 from shared.infrastructure.security import csrf_exempt
-from shared.services.oauth_clients import (
+from shared.services.identity.oauth_clients import (
     BACKCHANNEL_LOGOUT_PATH,
     CALLBACK_PATH,
     FIRST_PARTY_SCOPE,

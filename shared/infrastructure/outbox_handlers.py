@@ -7,10 +7,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.config import Settings
-from shared.infrastructure.backchannel import build_logout_handler
 from shared.infrastructure.mail import build_mail_handler
+from shared.services.identity.backchannel import build_logout_handler
+from shared.services.identity.sso import LOGOUT_EVENT
 from shared.services.outbox import OutboxHandler
-from shared.services.sso import LOGOUT_EVENT
 
 
 def build_outbox_handlers(

@@ -1,4 +1,4 @@
-"""Site-wide values (implements shared.contracts.protocols.KeyValueService)."""
+"""Site-wide values (implements shared.contracts.key_values.KeyValueService)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.dtos import KeyValueDTO
 from shared.contracts.errors import InvalidInputError, NotFoundError
+from shared.contracts.key_values import KeyValueDTO
 from shared.models.key_values import KeyValue
 
 MAX_KEY_LENGTH = 200

@@ -1,4 +1,4 @@
-"""The site navigation (implements shared.contracts.protocols.NavigationService).
+"""The site navigation (implements shared.contracts.navigation.NavigationService).
 
 Menu nodes form a tree (``parent_id``); siblings are ordered by ``position``. The whole tree
 is small (a site menu), so it is read in one query and assembled in Python.
@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.dtos import MenuNodeDTO
 from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
+from shared.contracts.navigation import MenuNodeDTO
 from shared.models.navigation import MenuNode
 
 MAX_LABEL_LENGTH = 100

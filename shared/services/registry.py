@@ -14,18 +14,14 @@ from typing import Any, TypeVar, cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
-from shared.contracts.protocols import (
-    AccountService,
-    KeyValueService,
-    NavigationService,
-    SsoService,
-    UserService,
-)
-from shared.services.accounts import SqlAccountService
+from shared.contracts.identity import AccountService, SsoService, UserService
+from shared.contracts.key_values import KeyValueService
+from shared.contracts.navigation import NavigationService
+from shared.services.identity.accounts import SqlAccountService
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 from shared.services.key_values import SqlKeyValueService
 from shared.services.navigation import SqlNavigationService
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
 
 ServiceT = TypeVar("ServiceT")
 ServiceFactory = Callable[[AsyncSession], Any]

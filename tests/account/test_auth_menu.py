@@ -16,7 +16,7 @@ from federation.app import create_app as create_federation_app
 from federation.services.member_session import SSO_COOKIE
 from shared.config import Settings
 from shared.infrastructure.fragments import get_fetcher
-from shared.services.sso import SqlSsoService
+from shared.services.identity.sso import SqlSsoService
 from tests.conftest import ClientMaker
 from tests.fragment_support import (
     HTML,

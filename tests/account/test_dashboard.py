@@ -21,9 +21,9 @@ from shared.infrastructure.member_views import MEMBERS_PAGE_TAG
 from shared.infrastructure.page_cache import page_purged_key
 from shared.models.identity import OAuthGrant, SsoSession
 from shared.models.outbox import OutboxEvent
-from shared.services.accounts import MAIL_EVENT
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
+from shared.services.identity.accounts import MAIL_EVENT
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 from tests.conftest import ClientMaker
 from tests.sso_support import (
     FakeFederation,

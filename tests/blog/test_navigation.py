@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from blog.app import create_app as create_blog_app
 from shared.config import Settings
 from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
-from shared.contracts.protocols import NavigationService
+from shared.contracts.navigation import NavigationService
 from shared.seed import DEMO_MENU, do_seed_demo_data
 from shared.services.navigation import SqlNavigationService
 from shared.services.registry import ServiceRegistry

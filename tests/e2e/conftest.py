@@ -33,10 +33,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from shared.config import APP_NAMES
-from shared.contracts.dtos import UserDTO
+from shared.contracts.identity import UserDTO
 from shared.embedded import EmbeddedPostgres
 from shared.migrations import do_upgrade
-from shared.services.users import SqlUserService
+from shared.services.identity.users import SqlUserService
 from tests.conftest import asyncpg_url, platform_environment
 
 REPO = Path(__file__).resolve().parents[2]

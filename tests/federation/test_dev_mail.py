@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.app import create_app
 from shared.config import Settings
-from shared.services.accounts import SqlAccountService
+from shared.services.identity.accounts import SqlAccountService
 from tests.conftest import ClientMaker
 
 

@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation.app import create_app
 from federation.services.authorization import Member, build_user_info
 from federation.services.member_session import SSO_COOKIE
-from shared.contracts.dtos import UserDTO
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
+from shared.contracts.identity import UserDTO
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 from tests.conftest import ClientMaker
 
 

@@ -27,12 +27,11 @@ from federation.bp.login import (
 from federation.services.member_session import SSO_COOKIE
 from shared.config import CookieSettings, SessionSettings, Settings
 from shared.infrastructure.rate_limit import RateLimiter
-from shared.models.identity import MagicLink, SsoSession
+from shared.models.identity import MagicLink, SsoSession, User
 from shared.models.outbox import OutboxEvent
-from shared.models.users import User
-from shared.services.accounts import MAIL_EVENT, SqlAccountService
-from shared.services.sso import SqlSsoService, hash_token
-from shared.services.users import SqlUserService
+from shared.services.identity.accounts import MAIL_EVENT, SqlAccountService
+from shared.services.identity.sso import SqlSsoService, hash_token
+from shared.services.identity.users import SqlUserService
 from tests.conftest import ClientMaker, serving
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

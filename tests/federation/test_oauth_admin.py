@@ -15,13 +15,13 @@ from shared.contracts.errors import ConflictError, InvalidInputError
 from shared.embedded import EmbeddedPostgres
 from shared.migrations import do_upgrade
 from shared.models.identity import SigningKey
-from shared.services.oauth_clients import (
+from shared.services.identity.oauth_clients import (
     do_add_third_party_client,
     do_remove_client,
     do_sync_first_party_clients,
     list_clients,
 )
-from shared.services.signing_keys import (
+from shared.services.identity.signing_keys import (
     do_prune_signing_keys,
     do_rotate_signing_key,
     get_active_signing_key,

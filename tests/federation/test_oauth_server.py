@@ -24,10 +24,10 @@ from federation.bp import oauth as oauth_views
 from federation.services.member_session import SSO_COOKIE
 from shared.config import Settings
 from shared.models.identity import OAuthAuthorizationCode, OAuthClient, OAuthGrant, SsoSession
-from shared.services.accounts import SqlAccountService
-from shared.services.oauth_clients import first_party_client_secret, hash_secret
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
+from shared.services.identity.accounts import SqlAccountService
+from shared.services.identity.oauth_clients import first_party_client_secret, hash_secret
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 from tests.conftest import ClientMaker, QuartClient
 
 ISSUER = "http://federation.localhost"

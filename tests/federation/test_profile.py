@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.app import create_app
 from federation.services.member_session import SSO_COOKIE
-from shared.contracts.dtos import UserDTO
+from shared.contracts.identity import UserDTO
 from shared.models.identity import MagicLink, SsoSession
 from shared.models.outbox import OutboxEvent
-from shared.services.accounts import MAIL_CHANGE_EMAIL_LINK, MAIL_EVENT, SqlAccountService
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
+from shared.services.identity.accounts import MAIL_CHANGE_EMAIL_LINK, MAIL_EVENT, SqlAccountService
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 from tests.conftest import ClientMaker
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -43,11 +43,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from shared.infrastructure.activitypub.publish import Place, PublishableObject, publish
 from shared.infrastructure.activitypub.urls import INSTANCE_ACTOR
-from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import ApFollower, ApFollowing, ApInboxItem, ApRemoteObject
-from shared.models.ap_outbox import ApActivity, ApDelivery
+from shared.models.social.actors import ApRemoteActor
+from shared.models.social.inbox import ApFollower, ApFollowing, ApInboxItem, ApRemoteObject
+from shared.models.social.outbox import ApActivity, ApDelivery
+from shared.services.social.publish import Place, PublishableObject, publish
 from tests.conftest import asyncpg_url
 from tests.interop.activitypub_support import (
     FEDIFY_DIR,

@@ -34,9 +34,12 @@ from shared.config import Settings, load_settings
 from shared.embedded import EmbeddedPostgres
 from shared.migrations import do_upgrade
 from shared.models.identity import OAuthGrant
-from shared.services.oauth_clients import first_party_client_secret, first_party_redirect_uri
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
+from shared.services.identity.oauth_clients import (
+    first_party_client_secret,
+    first_party_redirect_uri,
+)
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 from tests.conftest import TEST_SECRET_KEY, asyncpg_url
 from tests.node_support import NODE, node_version, run_npm_ci
 

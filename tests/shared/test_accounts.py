@@ -18,17 +18,16 @@ from shared.contracts.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from shared.models.identity import MagicLink
+from shared.models.identity import MagicLink, User
 from shared.models.outbox import OutboxEvent
-from shared.models.users import User
-from shared.services.accounts import (
+from shared.services.identity.accounts import (
     INVALID_LINK,
     MAIL_EVENT,
     WRONG_CREDENTIALS,
     WRONG_MEMBER,
     SqlAccountService,
 )
-from shared.services.users import SqlUserService
+from shared.services.identity.users import SqlUserService
 
 # Cheap argon2id parameters: the tests check behaviour, not cost.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import DEFAULT_CONFIG_FILE, ConfigError, load_settings
-from shared.services.oauth_clients import first_party_client_secret
+from shared.services.identity.oauth_clients import first_party_client_secret
 
 VALID = {
     "database_url": "postgresql://rose@db.internal:5432/rose_ash",

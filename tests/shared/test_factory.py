@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.config import Settings
 from shared.contracts.errors import ConflictError, NotFoundError
-from shared.contracts.protocols import KeyValueService
+from shared.contracts.key_values import KeyValueService
 from shared.infrastructure.asgi import send_answer
 from shared.infrastructure.context import get_service
 from shared.infrastructure.factory import create_base_app

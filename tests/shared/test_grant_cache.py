@@ -20,9 +20,9 @@ from shared.infrastructure.grant_cache import (
     grant_cache_key,
 )
 from shared.models.identity import OAuthGrant
-from shared.services.oauth_clients import FIRST_PARTY_SCOPE, do_sync_first_party_clients
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
+from shared.services.identity.oauth_clients import FIRST_PARTY_SCOPE, do_sync_first_party_clients
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 
 
 @pytest.fixture

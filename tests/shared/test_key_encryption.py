@@ -17,14 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import keys
-from shared.models.ap_actors import ApKeypair
-from shared.models.identity import SigningKey
-from shared.services.key_encryption import (
+from shared.infrastructure.key_encryption import (
     KeyEncryptionError,
     do_reencrypt_keys,
     get_secret_material,
 )
-from shared.services.signing_keys import do_create_signing_key, get_active_signing_key
+from shared.models.identity import SigningKey
+from shared.models.social.actors import ApKeypair
+from shared.services.identity.signing_keys import do_create_signing_key, get_active_signing_key
 from tests.key_support import AP_LABEL, OIDC_LABEL, old_derivation, store_old_rows
 
 

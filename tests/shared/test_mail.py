@@ -26,9 +26,9 @@ from shared.infrastructure.mail import (
 )
 from shared.infrastructure.outbox_handlers import build_outbox_handlers
 from shared.models.outbox import OutboxEvent
-from shared.services.accounts import MAIL_EVENT, SqlAccountService, do_enqueue_mail
+from shared.services.identity.accounts import MAIL_EVENT, SqlAccountService, do_enqueue_mail
+from shared.services.identity.users import SqlUserService
 from shared.services.outbox import process_due_events
-from shared.services.users import SqlUserService
 
 
 @dataclass

@@ -34,7 +34,6 @@ from federation.app import create_app as create_federation_app
 from federation.services.member_session import SSO_COOKIE
 from market.app import create_app as create_market_app
 from shared.config import CookieSettings, SessionSettings, Settings
-from shared.infrastructure.backchannel import build_logout_handler
 from shared.infrastructure.context import get_state
 from shared.infrastructure.grant_cache import grant_cache_key
 from shared.infrastructure.oauth import (
@@ -45,8 +44,9 @@ from shared.infrastructure.oauth import (
 )
 from shared.models.identity import OAuthGrant, SsoSession
 from shared.models.outbox import OutboxEvent
+from shared.services.identity.backchannel import build_logout_handler
+from shared.services.identity.sso import LOGOUT_EVENT, SqlSsoService
 from shared.services.outbox import process_due_events
-from shared.services.sso import LOGOUT_EVENT, SqlSsoService
 from tests.conftest import ClientMaker
 from tests.sso_support import (
     BROWSER_UA,

@@ -22,7 +22,7 @@ from quart.typing import TestClientProtocol as QuartClient
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from shared.config import APP_NAMES, CookieSettings, PageCacheSettings, Settings
-from shared.contracts.protocols import KeyValueService
+from shared.contracts.key_values import KeyValueService
 from shared.db import Database, create_session_factory
 from shared.infrastructure.context import get_service, get_state
 from shared.infrastructure.factory import create_base_app

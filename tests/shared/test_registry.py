@@ -8,19 +8,15 @@ from typing import Any, Protocol, get_type_hints
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.protocols import (
-    AccountService,
-    KeyValueService,
-    NavigationService,
-    SsoService,
-    UserService,
-)
-from shared.services.accounts import SqlAccountService
+from shared.contracts.identity import AccountService, SsoService, UserService
+from shared.contracts.key_values import KeyValueService
+from shared.contracts.navigation import NavigationService
+from shared.services.identity.accounts import SqlAccountService
+from shared.services.identity.sso import SqlSsoService
+from shared.services.identity.users import SqlUserService
 from shared.services.key_values import SqlKeyValueService
 from shared.services.navigation import SqlNavigationService
 from shared.services.registry import ServiceRegistry, UnknownServiceError, build_registry
-from shared.services.sso import SqlSsoService
-from shared.services.users import SqlUserService
 
 IMPLEMENTATIONS: list[tuple[type[Any], type[Any]]] = [
     (UserService, SqlUserService),

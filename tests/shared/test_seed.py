@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import load_settings
-from shared.contracts.protocols import AccountService, KeyValueService, UserService
+from shared.contracts.identity import AccountService, UserService
+from shared.contracts.key_values import KeyValueService
 from shared.seed import DEMO_MEMBERS, check_seeded, do_seed_demo_data
 from shared.services.registry import ServiceRegistry
 

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
+from shared.services.identity.users import SqlUserService
 from shared.services.key_values import SqlKeyValueService
-from shared.services.users import SqlUserService
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 from quart import render_template
 
 from shared.contracts.errors import NotFoundError
-from shared.contracts.protocols import UserService
+from shared.contracts.identity import UserService
 from shared.infrastructure.context import get_service, get_settings
 from shared.infrastructure.fragments import FragmentContext
 

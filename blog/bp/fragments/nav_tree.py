@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from quart import render_template
 
-from shared.contracts.dtos import MenuNodeDTO
-from shared.contracts.protocols import NavigationService
+from shared.contracts.navigation import MenuNodeDTO, NavigationService
 from shared.infrastructure.context import get_service, get_settings
 from shared.infrastructure.fragments import FragmentContext
 

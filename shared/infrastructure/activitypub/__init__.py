@@ -1,5 +1,6 @@
-"""ActivityPub: an actor per app (and an instance actor), discovery, HTTP signatures, inboxes,
-a transactional outbox with durable delivery, and the publishing API.
+"""ActivityPub's mechanics: an actor per app (and an instance actor), discovery, HTTP
+signatures, inboxes. The domain logic (following, publishing, collections, blocks, processing
+what arrived, delivery) is the social domain's: shared.services.social.
 
 Modules:
     urls         every URL we serve (actors, inboxes, collections, objects)
@@ -8,9 +9,5 @@ Modules:
     remote       safe outgoing fetches (SSRF rules, caps), signed GETs, the remote actor cache
     documents    actor, WebFinger, NodeInfo, host-meta and collection documents
     routes       the GET endpoints every app serves (content negotiation, HTML profile)
-    inbox        POST inboxes: verify, store, 202; and processing of stored items (worker)
-    publish      emit_activity() and publish(app, obj) for Note, Article, Event
-    delivery     the EventProcessor: fan-out, signed delivery, retries, dead letters
-    follows      our actors following remote actors: by URL or handle (WebFinger), Follow, Undo
-    blocks       blocked domains and actors
+    inbox        POST inboxes: verify, store, 202 (the worker processes stored items)
 """

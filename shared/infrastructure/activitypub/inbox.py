@@ -1,5 +1,5 @@
 """POST inboxes: verify, store, answer 202; the worker applies the effect later
-(shared.infrastructure.activitypub.inbox_processing).
+(shared.services.social.inbox_processing).
 
     POST {base}/ap/actors/<actor>/inbox   the actor's inbox (its app's host; "instance" on
                                           federation's host)
@@ -73,8 +73,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import get_block_list, host_of
-from shared.infrastructure.activitypub.inbox_processing import INBOX_CHANNEL
 from shared.infrastructure.activitypub.remote import (
     RemoteActorDTO,
     RemoteClient,
@@ -99,7 +97,9 @@ from shared.infrastructure.rate_limit import (
     client_subject,
 )
 from shared.infrastructure.security import csrf_exempt
-from shared.models.ap_actors import ApRemoteActor
+from shared.models.social.actors import ApRemoteActor
+from shared.services.social.blocks import get_block_list, host_of
+from shared.services.social.inbox_processing import INBOX_CHANNEL
 
 logger = logging.getLogger("rose_ash.activitypub.inbox")
 inbox_bp = Blueprint("ap_inbox", __name__)

@@ -28,7 +28,6 @@ from quart import Quart
 from redis.exceptions import RedisError
 
 from shared.config import APP_NAMES
-from shared.infrastructure.activitypub.blocks import get_held_block_list, host_of
 from shared.infrastructure.activitypub.inbox import (
     RATE_DECISION_SCOPE_KEY,
     RefusedPostError,
@@ -58,6 +57,7 @@ from shared.infrastructure.asgi import (
 )
 from shared.infrastructure.context import get_state
 from shared.infrastructure.rate_limit import RateLimiter
+from shared.services.social.blocks import get_held_block_list, host_of
 
 logger = logging.getLogger("rose_ash.activitypub.inbox")
 ACTOR_INBOX = re.compile(r"^/ap/actors/([^/]+)/inbox$")

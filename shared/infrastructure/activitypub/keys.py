@@ -1,7 +1,7 @@
 """The one RSA keypair that every local actor (each app's and the instance actor) presents.
 
 Stored once in ``ap_keypairs``; the private key is encrypted at rest with AP_KEY_SECRET
-(shared.services.key_encryption), so a database dump alone cannot sign as us.
+(shared.infrastructure.key_encryption), so a database dump alone cannot sign as us.
 Each actor has its own key id (``<actor>#main-key``) over the same public key. Created on first
 use under an advisory lock, so concurrent processes agree on one keypair; kept in memory per
 process once loaded (decrypting and parsing a PEM per signature would cost more than signing).
@@ -18,8 +18,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
-from shared.models.ap_actors import ApKeypair
-from shared.services.key_encryption import decrypt_private_key, encrypt_private_key
+from shared.infrastructure.key_encryption import decrypt_private_key, encrypt_private_key
+from shared.models.social.actors import ApKeypair
 
 KEY_SIZE = 2048
 KEYPAIR_LOCK_ID = 0x705E_A5F1  # pg_advisory_xact_lock while the first keypair is created

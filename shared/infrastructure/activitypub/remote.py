@@ -64,7 +64,7 @@ from shared.infrastructure.activitypub.signatures import (
     load_public_key,
     sign_request,
 )
-from shared.models.ap_actors import ApRemoteActor
+from shared.models.social.actors import ApRemoteActor
 
 ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 ACTIVITY_JSON = "application/activity+json"

@@ -34,8 +34,7 @@ from quart import Blueprint, Quart, Response, current_app, redirect, render_temp
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import APP_LABELS, Settings
-from shared.infrastructure.activitypub import collections, documents, keys, urls
-from shared.infrastructure.activitypub.collections import Page, PageQuery
+from shared.infrastructure.activitypub import documents, keys, urls
 from shared.infrastructure.asgi import (
     ASGIApp,
     HeaderList,
@@ -49,6 +48,8 @@ from shared.infrastructure.asgi import (
 )
 from shared.infrastructure.context import get_session, get_settings, get_state
 from shared.infrastructure.errors import render_error
+from shared.services.social import collections
+from shared.services.social.collections import Page, PageQuery
 
 activitypub_bp = Blueprint("activitypub", __name__)
 

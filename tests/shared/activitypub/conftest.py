@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.config import Settings
-from shared.infrastructure.activitypub.blocks import forget_blocks
 from shared.infrastructure.activitypub.inbox import forget_remote_keys
 from shared.infrastructure.activitypub.keys import forget_keypairs
 from shared.infrastructure.activitypub.remote import RemoteClient
+from shared.services.social.blocks import forget_blocks
 from tests.shared.activitypub.inbox_support import (
     ActorServer,
     Keypair,

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.config import Settings
 from shared.db import create_session_factory
-from shared.infrastructure.activitypub.inbox_processing import process_inbox_items
 from shared.infrastructure.activitypub.keys import generate_keypair
 from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.infrastructure.activitypub.signatures import sign_request
-from shared.models.ap_inbox import ApInboxItem
+from shared.models.social.inbox import ApInboxItem
+from shared.services.social.inbox_processing import process_inbox_items
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 SECURITY_CONTEXT = "https://w3id.org/security/v1"

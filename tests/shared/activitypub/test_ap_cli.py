@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from shared.cli import main
 from shared.config import Settings, load_settings
 from shared.db import create_session_factory
-from shared.infrastructure.activitypub.delivery import process_activities, process_deliveries
-from shared.infrastructure.activitypub.publish import emit_activity
 from shared.infrastructure.activitypub.remote import RemoteClient
 from shared.migrations import do_upgrade
-from shared.models.ap_outbox import ApActivity, ApDelivery
+from shared.models.social.outbox import ApActivity, ApDelivery
+from shared.services.social.delivery import process_activities, process_deliveries
+from shared.services.social.publish import emit_activity
 from tests.conftest import TEST_SECRET_KEY, recreate_database
 from tests.shared.activitypub.inbox_support import RemoteActor
 from tests.shared.activitypub.tls_support import OwnCA

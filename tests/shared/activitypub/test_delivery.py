@@ -35,14 +35,20 @@ from sqlalchemy.ext.asyncio import (
 from shared import worker as worker_module
 from shared.config import Settings, load_settings
 from shared.db import create_session_factory
-from shared.infrastructure.activitypub.delivery import (
+from shared.infrastructure.activitypub.keys import get_keypair
+from shared.infrastructure.activitypub.remote import RemoteClient
+from shared.infrastructure.activitypub.signatures import IncomingRequest, verify_request
+from shared.migrations import do_upgrade
+from shared.models.social.actors import ApKeypair, ApRemoteActor
+from shared.models.social.inbox import ApBlock, ApFollower
+from shared.models.social.outbox import ApActivity, ApDelivery
+from shared.services.social.delivery import (
     DeliveryPool,
     drain_deliveries,
     process_activities,
     process_deliveries,
 )
-from shared.infrastructure.activitypub.keys import get_keypair
-from shared.infrastructure.activitypub.publish import (
+from shared.services.social.publish import (
     ACTIVITIES_CHANNEL,
     PublishableObject,
     emit_activity,
@@ -50,12 +56,6 @@ from shared.infrastructure.activitypub.publish import (
     register_internal_handler,
     unregister_internal_handler,
 )
-from shared.infrastructure.activitypub.remote import RemoteClient
-from shared.infrastructure.activitypub.signatures import IncomingRequest, verify_request
-from shared.migrations import do_upgrade
-from shared.models.ap_actors import ApKeypair, ApRemoteActor
-from shared.models.ap_inbox import ApBlock, ApFollower
-from shared.models.ap_outbox import ApActivity, ApDelivery
 from tests.conftest import TEST_SECRET_KEY, asyncpg_url, recreate_database
 
 NOTE = PublishableObject(object_type="Note", content="<p>hello</p>")

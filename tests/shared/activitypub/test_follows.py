@@ -16,16 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import Settings
 from shared.contracts.errors import InvalidInputError, NotFoundError
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import do_block
-from shared.infrastructure.activitypub.follows import do_follow, do_unfollow, list_following
 from shared.infrastructure.activitypub.remote import (
     RemoteClient,
     actor_link,
     plain_http_allowed,
     webfinger_url,
 )
-from shared.models.ap_inbox import ApFollowing
-from shared.models.ap_outbox import ApActivity
+from shared.models.social.inbox import ApFollowing
+from shared.models.social.outbox import ApActivity
+from shared.services.social.blocks import do_block
+from shared.services.social.follows import do_follow, do_unfollow, list_following
 from tests.shared.activitypub.inbox_support import Processor, RemoteActor, store
 
 pytestmark = pytest.mark.usefixtures("fresh_caches")

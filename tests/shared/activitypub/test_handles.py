@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.follows import do_follow, do_unfollow, list_following
 from shared.infrastructure.activitypub.remote import (
     RemoteClient,
     get_actor_for_key,
     get_remote_actor,
 )
-from shared.models.ap_actors import ApRemoteActor
+from shared.models.social.actors import ApRemoteActor
+from shared.services.social.follows import do_follow, do_unfollow, list_following
 from tests.shared.activitypub.inbox_support import (
     ACTIVITY_JSON,
     Processor,

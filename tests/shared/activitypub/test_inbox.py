@@ -24,13 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import do_block, host_of
 from shared.infrastructure.activitypub.inbox import forget_remote_keys
 from shared.infrastructure.activitypub.keys import get_keypair
 from shared.infrastructure.factory import create_base_app
 from shared.infrastructure.rate_limit import RateLimit, limit_key
-from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import ApInboxItem
+from shared.models.social.actors import ApRemoteActor
+from shared.models.social.inbox import ApInboxItem
+from shared.services.social.blocks import do_block, host_of
 from tests.conftest import ClientMaker, serving
 from tests.shared.activitypub.inbox_support import (
     ActorServer,

@@ -17,18 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import do_block
 from shared.infrastructure.activitypub.remote import RemoteClient, get_remote_actor
 from shared.infrastructure.factory import create_base_app
-from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import (
+from shared.models.social.actors import ApRemoteActor
+from shared.models.social.inbox import (
     ApFollower,
     ApFollowing,
     ApInboxItem,
     ApReaction,
     ApRemoteObject,
 )
-from shared.models.ap_outbox import ApActivity
+from shared.models.social.outbox import ApActivity
+from shared.services.social.blocks import do_block
 from tests.conftest import ClientMaker
 from tests.shared.activitypub.inbox_support import (
     ActorServer,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.infrastructure.activitypub import keys
-from shared.models.ap_actors import ApKeypair
+from shared.models.social.actors import ApKeypair
 
 
 @pytest.fixture(autouse=True)

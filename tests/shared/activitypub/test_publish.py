@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.config import Settings
 from shared.db import create_session_factory
-from shared.infrastructure.activitypub.publish import (
+from shared.models.social.outbox import ApActivity, ApObject
+from shared.services.social.publish import (
     AS_CONTEXT,
     PUBLIC,
     Place,
@@ -21,7 +22,6 @@ from shared.infrastructure.activitypub.publish import (
     emit_activity,
     publish,
 )
-from shared.models.ap_outbox import ApActivity, ApObject
 
 BLOG_ACTOR = "http://blog.localhost/ap/actors/blog"
 BLOG_FOLLOWERS = "http://blog.localhost/ap/actors/blog/followers"

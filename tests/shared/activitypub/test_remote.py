@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import ConfigError, Settings, load_settings
 from shared.infrastructure.activitypub import keys, urls
-from shared.infrastructure.activitypub.delivery import DeliveryPool
 from shared.infrastructure.activitypub.keys import public_pem_of
 from shared.infrastructure.activitypub.remote import (
     AddressPolicy,
@@ -38,7 +37,8 @@ from shared.infrastructure.activitypub.remote import (
     parse_actor,
 )
 from shared.infrastructure.activitypub.signatures import IncomingRequest, verify_request
-from shared.models.ap_actors import ApRemoteActor
+from shared.models.social.actors import ApRemoteActor
+from shared.services.social.delivery import DeliveryPool
 from tests.shared.activitypub.inbox_support import ActorServer
 from tests.shared.activitypub.tls_support import OwnCA, write_ca_directory
 

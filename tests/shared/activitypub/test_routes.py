@@ -28,16 +28,16 @@ from market.app import create_app as create_market
 from shared.config import Settings
 from shared.infrastructure.activitypub import keys, urls
 from shared.infrastructure.activitypub.documents import LD_JSON, NODEINFO_SCHEMA
-from shared.infrastructure.activitypub.publish import PublishableObject, publish
 from shared.infrastructure.activitypub.routes import (
     choose_representation,
     install_activitypub_fast_path,
 )
 from shared.infrastructure.context import get_state
-from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import ApFollower, ApFollowing
-from shared.models.ap_outbox import ApActivity, ApObject
-from shared.models.users import User
+from shared.models.identity import User
+from shared.models.social.actors import ApRemoteActor
+from shared.models.social.inbox import ApFollower, ApFollowing
+from shared.models.social.outbox import ApActivity, ApObject
+from shared.services.social.publish import PublishableObject, publish
 from tests.conftest import ClientMaker
 
 FACTORIES: dict[str, Callable[[Settings], Quart]] = {

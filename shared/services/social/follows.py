@@ -33,8 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import APP_NAMES, Settings
 from shared.contracts.errors import InvalidInputError, NotFoundError
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import get_block_list
-from shared.infrastructure.activitypub.publish import AS_CONTEXT, emit_activity
 from shared.infrastructure.activitypub.remote import (
     RemoteActorDTO,
     RemoteClient,
@@ -45,8 +43,10 @@ from shared.infrastructure.activitypub.remote import (
     get_webfinger,
     parse_handle,
 )
-from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import ApFollowing
+from shared.models.social.actors import ApRemoteActor
+from shared.models.social.inbox import ApFollowing
+from shared.services.social.blocks import get_block_list
+from shared.services.social.publish import AS_CONTEXT, emit_activity
 
 
 @dataclass(frozen=True)

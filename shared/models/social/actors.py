@@ -2,7 +2,7 @@
 
 Every local actor (one per app, and the instance actor) is a projection of the single
 keypair in ``ap_keypairs``; its private key is stored encrypted with a key derived from
-AP_KEY_SECRET (shared.services.key_encryption). Remote actors are cached with their
+AP_KEY_SECRET (shared.infrastructure.key_encryption). Remote actors are cached with their
 public key and refetched when a signature names a key we do not hold (key rotation).
 """
 

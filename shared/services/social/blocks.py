@@ -20,8 +20,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import ApBlock, ApFollower, ApFollowing
+from shared.models.social.actors import ApRemoteActor
+from shared.models.social.inbox import ApBlock, ApFollower, ApFollowing
 
 BlockKind = Literal["domain", "actor"]
 BLOCK_KINDS: tuple[BlockKind, ...] = ("domain", "actor")

@@ -1,4 +1,4 @@
-"""Members' own accounts (implements shared.contracts.protocols.AccountService).
+"""Members' own accounts (implements shared.contracts.identity.AccountService).
 
 - Sign-in links: ``secrets.token_urlsafe(32)``, stored as SHA-256 (``hash_token``), valid for
   15 minutes and used at most once: consuming is one ``UPDATE ... WHERE used_at IS NULL AND
@@ -37,18 +37,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import APP_NAMES
-from shared.contracts.dtos import AccountDTO, SignInLinkAccount, SignInLinkResult, UserDTO
 from shared.contracts.errors import (
     ConflictError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
 )
-from shared.models.identity import MagicLink
-from shared.models.users import User
+from shared.contracts.identity import AccountDTO, SignInLinkAccount, SignInLinkResult, UserDTO
+from shared.models.identity import MagicLink, User
+from shared.services.identity.sso import hash_token, new_token
+from shared.services.identity.users import check_email, check_username, to_user_dto
 from shared.services.outbox import do_enqueue
-from shared.services.sso import hash_token, new_token
-from shared.services.users import check_email, check_username, to_user_dto
 
 MAIL_EVENT = "mail.send"
 MAGIC_LINK_TTL = timedelta(minutes=15)

@@ -1,8 +1,9 @@
 """Encryption at rest of the private keys the platform stores, each kind under its own secret.
 
-- The OIDC signing keys (``oauth_signing_keys``, shared.services.signing_keys) are encrypted
-  with a key derived from ``OIDC_KEY_SECRET``, which only federation and the worker are given:
-  an app that holds SECRET_KEY (every app does) cannot read them, so cannot forge id_tokens.
+- The OIDC signing keys (``oauth_signing_keys``, shared.services.identity.signing_keys) are
+  encrypted with a key derived from ``OIDC_KEY_SECRET``, which only federation and the worker
+  are given: an app that holds SECRET_KEY (every app does) cannot read them, so cannot forge
+  id_tokens.
 - The ActivityPub keypair (``ap_keypairs``, shared.infrastructure.activitypub.keys) is
   encrypted with a key derived from ``AP_KEY_SECRET``. All local actors present that one
   keypair, and every app signs with it (signed GETs when it checks an incoming signature, the
@@ -33,8 +34,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
-from shared.models.ap_actors import ApKeypair
 from shared.models.identity import SigningKey
+from shared.models.social.actors import ApKeypair
 
 KeyKind = Literal["oidc", "activitypub"]
 # The variable that sets each kind's secret, and the HKDF label (the same as before these

@@ -23,8 +23,8 @@ from shared.config import Settings
 from shared.infrastructure.grant_cache import do_purge_grants
 from shared.infrastructure.http import create_http_client
 from shared.models.identity import OAuthClient
+from shared.services.identity.signing_keys import ActiveKey, get_active_signing_key
 from shared.services.outbox import OutboxHandler
-from shared.services.signing_keys import ActiveKey, get_active_signing_key
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_LIFETIME_SECONDS = 120

@@ -5,7 +5,7 @@ old one is marked retired but stays in the JWKS, so tokens it signed still verif
 `rose-ash oauth key prune` deletes keys retired longer ago than RETIRED_KEY_GRACE (longer
 than any token they signed lives). Clients refetch the JWKS when they meet an unknown `kid`.
 
-Private keys are stored encrypted with OIDC_KEY_SECRET (shared.services.key_encryption), which
+Private keys are stored encrypted with OIDC_KEY_SECRET (shared.infrastructure.key_encryption), which
 only federation and the worker hold: neither a database dump nor another app's SECRET_KEY can
 sign tokens. joserfc generates and serialises the keys.
 """
@@ -21,8 +21,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
+from shared.infrastructure.key_encryption import decrypt_private_key, encrypt_private_key
 from shared.models.identity import SigningKey
-from shared.services.key_encryption import decrypt_private_key, encrypt_private_key
 
 KEY_SIZE = 2048
 RETIRED_KEY_GRACE = timedelta(days=1)

@@ -1,21 +1,105 @@
-"""One typing.Protocol per domain service: how an app reaches another domain.
-
-Apps depend on these protocols only; the registry hands out the implementation bound to the
-request's session. Every implementation has a conformance test (tests/shared/test_registry.py).
+"""The identity domain's contract: members (users), their accounts and sign-in links, SSO sessions
+and grants. Apps depend on these protocols and DTOs only; the registry hands out the
+implementation bound to the request's session.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
-from shared.contracts.dtos import (
-    GrantStatusDTO,
-    KeyValueDTO,
-    MenuNodeDTO,
-    SsoSessionDTO,
-    StartedSession,
-    UserDTO,
-)
+
+def get_public_name(display_name: str, username: str | None) -> str | None:
+    """The name a member chose to be shown by (display name, else username), or None."""
+    return display_name or username or None
+
+
+@dataclass(frozen=True, slots=True)
+class UserDTO:
+    id: int
+    email: str
+    username: str | None
+    display_name: str
+    created_at: datetime
+    last_login_at: datetime | None
+
+    @property
+    def name(self) -> str:
+        """What to call the member on their own pages: display name, else username, else the
+        email's local part. Only for the member themselves: others see ``public_name``."""
+        return self.public_name or self.email.split("@", 1)[0]
+
+    @property
+    def public_name(self) -> str | None:
+        """What others may call the member: the display name or username they chose, never
+        anything taken from their email (None when they chose neither)."""
+        return get_public_name(self.display_name, self.username)
+
+
+@dataclass(frozen=True, slots=True)
+class SsoSessionDTO:
+    """A member signed in at federation on one device, and the apps signed in from it."""
+
+    id: int
+    user_id: int
+    auth_time: datetime
+    created_at: datetime
+    last_seen_at: datetime
+    user_agent: str
+    ip_address: str
+    app_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartedSession:
+    """A new SSO session and its token (kept only in the member's federation cookie)."""
+
+    token: str
+    session: SsoSessionDTO
+
+
+@dataclass(frozen=True, slots=True)
+class GrantStatusDTO:
+    """Whether an app's sign-in (an OAuth grant) still stands."""
+
+    grant_id: int
+    user_id: int
+    client_id: str
+    sso_session_id: int | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDTO:
+    """What a member can see and change of their own account (the account dashboard)."""
+
+    user: UserDTO
+    email_verified_at: datetime | None
+    has_password: bool
+    # The new address of an email change waiting for its confirmation link, if any.
+    pending_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignInLinkResult:
+    """A followed sign-in link: who is now signed in and where they were going."""
+
+    user: UserDTO
+    next_url: str | None
+    # True when following the link created the account (implicit sign-up).
+    new_account: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SignInLinkAccount:
+    """Whose account a sign-in link would sign in to, told before it is used (so a person
+    sent someone else's link sees whose account it is)."""
+
+    email: str
+    username: str | None
+    # True when no account has the address yet: following the link creates it.
+    new_account: bool
 
 
 @runtime_checkable
@@ -56,25 +140,6 @@ class UserService(Protocol):
 
     async def do_record_login(self, user_id: int) -> UserDTO:
         """Stamp the member's last-login time with now."""
-        ...
-
-
-@runtime_checkable
-class KeyValueService(Protocol):
-    """Site-wide values stored as JSON under a key."""
-
-    async def get_value(self, key: str, default: Any = None) -> Any: ...
-
-    async def get_entry(self, key: str) -> KeyValueDTO:
-        """The stored entry; NotFoundError if the key is unset."""
-        ...
-
-    async def do_set_value(self, key: str, value: Any) -> KeyValueDTO:
-        """Create or replace the value under ``key``."""
-        ...
-
-    async def do_delete_value(self, key: str) -> bool:
-        """Remove ``key``; True if it existed."""
         ...
 
 
@@ -120,11 +185,6 @@ class SsoService(Protocol):
         """The grant's current status, or None if there is no such grant. A grant made from
         an SSO session is active only while that session is live."""
         ...
-
-
-# Appended with the account service (kept below the existing protocols on purpose, so that
-# parallel additions to the import block above do not collide).
-from shared.contracts.dtos import AccountDTO, SignInLinkAccount, SignInLinkResult  # noqa: E402
 
 
 @runtime_checkable
@@ -204,41 +264,4 @@ class AccountService(Protocol):
 
     async def get_account(self, user_id: int) -> AccountDTO:
         """The member's account; NotFoundError if there is none."""
-        ...
-
-
-@runtime_checkable
-class NavigationService(Protocol):
-    """The site navigation: a tree of menu nodes, edited in blog, shown by every app's layout
-    (the ``nav-tree`` fragment). Siblings are ordered by position."""
-
-    async def list_tree(self) -> list[MenuNodeDTO]:
-        """The top-level nodes in order, each with its children (recursively) in order."""
-        ...
-
-    async def get_node(self, node_id: int) -> MenuNodeDTO:
-        """One node with its children; NotFoundError if there is none."""
-        ...
-
-    async def create_node(
-        self, label: str, url: str, *, parent_id: int | None = None
-    ) -> MenuNodeDTO:
-        """Add a node after its last sibling. InvalidInputError if the label is empty or too
-        long, or the URL is neither an http(s) URL nor a path ("/about"); NotFoundError if
-        the parent does not exist."""
-        ...
-
-    async def do_update_node(self, node_id: int, *, label: str, url: str) -> MenuNodeDTO:
-        """Rename a node (and change its URL); errors as create_node."""
-        ...
-
-    async def do_move_node(self, node_id: int, direction: Literal["up", "down"]) -> MenuNodeDTO:
-        """Swap a node with its previous or next sibling (nothing happens at either end);
-        NotFoundError if there is no such node."""
-        ...
-
-    async def do_delete_node(self, node_id: int, *, with_children: bool = False) -> int:
-        """Delete a node, and its descendants when ``with_children``; the number of nodes
-        deleted. ConflictError if it has children and ``with_children`` is false,
-        NotFoundError if there is no such node."""
         ...

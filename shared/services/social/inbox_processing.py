@@ -35,8 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.config import APP_NAMES, Settings
 from shared.infrastructure.activitypub import urls
-from shared.infrastructure.activitypub.blocks import BlockList, host_of, read_block_list
-from shared.infrastructure.activitypub.publish import AS_CONTEXT, emit_activity
 from shared.infrastructure.activitypub.remote import (
     ACTOR_TYPES,
     InvalidDocumentError,
@@ -48,8 +46,8 @@ from shared.infrastructure.activitypub.remote import (
     UnsafeUrlError,
     get_remote_actor,
 )
-from shared.models.ap_actors import ApRemoteActor
-from shared.models.ap_inbox import (
+from shared.models.social.actors import ApRemoteActor
+from shared.models.social.inbox import (
     ApFollower,
     ApFollowing,
     ApInboxItem,
@@ -57,6 +55,8 @@ from shared.models.ap_inbox import (
     ApRemoteObject,
 )
 from shared.services.outbox import retry_delay
+from shared.services.social.blocks import BlockList, host_of, read_block_list
+from shared.services.social.publish import AS_CONTEXT, emit_activity
 
 logger = logging.getLogger("rose_ash.activitypub.inbox")
 # NOTIFYed at commit by the inbox for each newly stored item: workers LISTEN and apply it.

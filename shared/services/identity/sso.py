@@ -1,4 +1,4 @@
-"""SSO sessions and app grants (implements shared.contracts.protocols.SsoService).
+"""SSO sessions and app grants (implements shared.contracts.identity.SsoService).
 
 Tokens are random (256 bits) and stored as SHA-256 hashes: a database leak gives no one a
 working session. Signing a device out revokes its session, the grants made from it and their
@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import SessionSettings
-from shared.contracts.dtos import GrantStatusDTO, SsoSessionDTO, StartedSession
+from shared.contracts.identity import GrantStatusDTO, SsoSessionDTO, StartedSession
 from shared.models.identity import OAuthClient, OAuthGrant, OAuthToken, SsoSession
 from shared.services.outbox import do_enqueue
 

@@ -1,4 +1,4 @@
-"""The identity domain's user service (implements shared.contracts.protocols.UserService)."""
+"""The identity domain's user service (implements shared.contracts.identity.UserService)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.contracts.dtos import UserDTO
 from shared.contracts.errors import ConflictError, InvalidInputError, NotFoundError
-from shared.models.users import USERNAME_PATTERN, User
+from shared.contracts.identity import UserDTO
+from shared.models.identity import USERNAME_PATTERN, User
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_EMAIL_LENGTH = 320

@@ -17,10 +17,10 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from shared.models.ap_actors import ApKeypair, ApRemoteActor
-from shared.models.ap_inbox import ApFollower, ApFollowing
-from shared.models.ap_outbox import ApActivity, ApObject
-from shared.models.users import User
+from shared.models.identity import User
+from shared.models.social.actors import ApKeypair, ApRemoteActor
+from shared.models.social.inbox import ApFollower, ApFollowing
+from shared.models.social.outbox import ApActivity, ApObject
 
 ItemT = TypeVar("ItemT")
 # Activities anyone may fetch by their id; the outbox lists only "public" ones.

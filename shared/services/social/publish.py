@@ -3,7 +3,7 @@ domain issues (a Note, Article or Event created, updated or deleted by one app's
 
 Everything here runs in the caller's transaction and commits with the domain change it
 announces: a rolled-back write publishes nothing, and a committed one is never lost (the
-EventProcessor in shared.infrastructure.activitypub.delivery delivers it after commit). The
+EventProcessor in shared.services.social.delivery delivers it after commit). The
 ``NOTIFY ap_activities`` sent here is queued by PostgreSQL until commit, so workers wake only
 for activities that exist.
 
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import Settings
 from shared.infrastructure.activitypub import urls
 from shared.infrastructure.activitypub.documents import AS_NAMESPACE, PUBLIC_ADDRESS
-from shared.models.ap_outbox import ApActivity, ApObject
+from shared.models.social.outbox import ApActivity, ApObject
 
 # The channel workers LISTEN on; notified (at commit) for every emitted activity.
 ACTIVITIES_CHANNEL = "ap_activities"

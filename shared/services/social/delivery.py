@@ -35,7 +35,6 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from shared.config import Settings
-from shared.infrastructure.activitypub.publish import ACTIVITIES_CHANNEL, get_internal_handlers
 from shared.infrastructure.activitypub.remote import (
     DeliveryResponse,
     GuardedTransport,
@@ -44,8 +43,9 @@ from shared.infrastructure.activitypub.remote import (
     UnsafeUrlError,
     get_actor_signer,
 )
-from shared.models.ap_outbox import ApActivity, ApDelivery
+from shared.models.social.outbox import ApActivity, ApDelivery
 from shared.services.outbox import retry_delay
+from shared.services.social.publish import ACTIVITIES_CHANNEL, get_internal_handlers
 
 logger = logging.getLogger("rose_ash.activitypub.delivery")
 ACTIVITY_BATCH = 50
